@@ -1,0 +1,7 @@
+"""itictl: Inference-Time Intervention (ITI) as a reproducible command-line workflow.
+
+This top-level package stays import-light: it must not import torch or transformers, so that
+`itictl --help` and shell completion are instant.
+"""
+
+__version__ = "0.1.0"

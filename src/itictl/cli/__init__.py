@@ -1,0 +1,1 @@
+"""The command-line layer: one thin module per command; app.py wires them together."""

@@ -1,0 +1,135 @@
+"""Wires the command modules into one Typer app and maps errors to exit codes.
+
+Global options (--store, --json, -q/--quiet, -v/--verbose) may appear anywhere on the command
+line (`itictl store ls --json` and `itictl --json store ls` are the same); `main` moves them in
+front of the subcommand before Typer parses.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from itictl import __version__
+from itictl.cli import bake, eval as eval_cmd, export, extract, intervene, judge, probe, push, store
+from itictl.cli.common import AppState, state
+
+HELP = """Inference-Time Intervention (ITI) on language models, as a reproducible workflow.
+
+Steps write content-addressed artifacts to a local store; repeated work is skipped.
+
+  itictl extract  ->  itictl probe  ->  itictl intervene  ->  itictl eval  ->  itictl bake  ->  itictl push
+
+Exit codes: 0 ok, 1 internal, 2 usage, 3 not found, 4 bad input, 5 store, 6 remote,
+7 auth, 8 unsupported, 130 interrupted (docs/exit-codes.md).
+"""
+
+app = typer.Typer(
+    name="itictl",
+    help=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"itictl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    store_path: Optional[str] = typer.Option(None, "--store", metavar="PATH",
+                                             help="Store root (else $ITICTL_HOME, else the user data dir)."),
+    json_mode: bool = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else there."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or tables on stderr."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="More detail on stderr."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    st = state(ctx)
+    st.store_path = store_path
+    st.out.json_mode = json_mode
+    st.out.quiet = quiet
+    st.out.verbose = verbose
+
+
+app.command("extract", help=extract.HELP)(extract.extract)
+app.command("probe", help=probe.HELP)(probe.probe)
+app.command("intervene", help=intervene.HELP)(intervene.intervene)
+app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_)
+app.command("bake", help=bake.HELP)(bake.bake)
+app.command("push", help=push.HELP)(push.push)
+app.command("export", help=export.HELP)(export.export)
+app.command("import", help=export.IMPORT_HELP)(export.import_)
+app.add_typer(judge.app, name="judge", help=judge.HELP)
+app.add_typer(store.app, name="store", help=store.HELP)
+
+_FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose"}
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move global options found after the subcommand to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            rest.extend(argv[i:])
+            break
+        if a in _FLAGS:
+            front.append(a)
+        elif a == "--store" and i + 1 < len(argv):
+            front.extend([a, argv[i + 1]])
+            i += 1
+        elif a.startswith("--store="):
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
+def _fail(code: int, line: str) -> None:
+    from itictl.secrets import redact
+
+    sys.stderr.write(redact(f"error: {line}") + "\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from itictl.config import debug_enabled
+    from itictl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ItictlError
+
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="itictl", standalone_mode=True)
+    except SystemExit:
+        raise
+    except ItictlError as e:
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        _fail(e.exit_code, e.one_line())
+    except KeyboardInterrupt:
+        _fail(EXIT_INTERRUPTED, "interrupted (partial work kept under the store's tmp/; rerun to resume)")
+    except Exception as e:  # a bug, or an OS error we did not anticipate
+        if debug_enabled():
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(e, MemoryError):
+            _fail(EXIT_INTERNAL, "out of memory (hint: lower --batch-tokens or use a smaller --dtype)")
+        _fail(EXIT_INTERNAL, f"internal error: {e.__class__.__name__}: {e} (hint: rerun with ITICTL_DEBUG=1 and report it)")
+
+
+__all__ = ["app", "main", "AppState"]

@@ -1,0 +1,69 @@
+"""Content keys: sha256 of the canonical JSON of {kind, schema, step version, params, parents}.
+
+Canonical JSON = sorted keys, no whitespace, UTF-8, NaN/inf rejected. Two calls with the same
+inputs always give the same key; changing any param, parent, the kind or a version changes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Mapping
+
+from itictl.errors import BadInputError
+
+KEY_LEN = 64
+
+
+def _check_finite(obj: Any, path: str = "params") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise BadInputError(f"{path} is {obj}, which is not a finite number", "pass a finite value")
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            _check_finite(v, f"{path}.{k}")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_finite(v, f"{path}[{i}]")
+
+
+def canonical_json(obj: Any) -> str:
+    _check_finite(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def compute_key(
+    kind: str,
+    params: Mapping[str, Any],
+    parents: Mapping[str, str] | None = None,
+    *,
+    schema_version: int = 1,
+    step_version: int = 1,
+) -> str:
+    doc = {
+        "kind": kind,
+        "schema_version": schema_version,
+        "step_version": step_version,
+        "params": dict(params),
+        "parents": dict(parents or {}),
+    }
+    return sha256_text(canonical_json(doc))
+
+
+def is_key(text: str) -> bool:
+    return len(text) == KEY_LEN and all(c in "0123456789abcdef" for c in text)
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
