@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from itictl import __version__
-from itictl.cli import bake, eval as eval_cmd, export, extract, intervene, judge, probe, push, store
+from itictl.cli import bake, eval as eval_cmd, export, extract, import_, intervene, judge, probe, push, store
 from itictl.cli.common import AppState, state
 
 HELP = """Inference-Time Intervention (ITI) on language models, as a reproducible workflow.
@@ -67,7 +67,7 @@ app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_)
 app.command("bake", help=bake.HELP)(bake.bake)
 app.command("push", help=push.HELP)(push.push)
 app.command("export", help=export.HELP)(export.export)
-app.command("import", help=export.IMPORT_HELP)(export.import_)
+app.command("import", help=import_.HELP)(import_.import_)
 app.add_typer(judge.app, name="judge", help=judge.HELP)
 app.add_typer(store.app, name="store", help=store.HELP)
 

@@ -1,5 +1,5 @@
-"""`itictl export` / `itictl import`: interventions in pyvene, control-vector and safetensors
-formats (not built yet; issues 4 and 6)."""
+"""`itictl export`: interventions in pyvene, control-vector and safetensors
+formats (not built yet; issue 6)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,7 @@ import typer
 from itictl.cli.common import not_built
 
 HELP = "Export an intervention (pyvene, control-vector GGUF, safetensors) [not built yet]"
-IMPORT_HELP = "Import a pyvene-saved additive intervention as an intervention artifact [not built yet]"
 
 
 def export(ctx: typer.Context) -> None:
     not_built("export", "issues 4 and 6")
-
-
-def import_(ctx: typer.Context) -> None:
-    not_built("import", "issue 4")
