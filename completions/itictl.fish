@@ -1,0 +1,1 @@
+complete --command itictl --no-files --arguments "(env _ITICTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) itictl)" --condition "env _ITICTL_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) itictl"
