@@ -1,0 +1,321 @@
+"""`model` artifacts and loading: ensure_model (spec -> Artifact) and load_model (Artifact -> model).
+
+A `model` artifact's params are the model identity (see identity.py); its payload is `model.json`
+(identity, where to load from, architecture, L/H/D, dtype) and, for GGUF sources (the embedded
+default included), `hf/`: the dequantised weights as a plain Hugging Face folder (safetensors,
+config, tokenizer, generation config), so later loads skip the ~25 s GGUF conversion.
+
+load_model memoises per process on (key, dtype, device, trust_remote_code); the model is in eval
+mode with gradients off. The tokenizer always has a pad token (eos when the model has none); its
+padding side is left as the model ships it — callers set it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from itictl.errors import BadInputError, NotFoundError, RemoteError, StoreError, UnsupportedError
+from itictl.models.identity import (ModelRef, folder_identity, hub_cache_dir, hub_endpoint, hub_offline,
+                                    resolve_model)
+
+MODEL_KIND = "model"
+MODEL_SCHEMA = 1
+MODEL_STEP_VERSION = 1
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # transformers PreTrainedModel, eval mode
+    tokenizer: Any
+    art: Any  # the `model` Artifact
+    device: str  # where inputs go ('cpu', 'cuda:0', …)
+    dtype: str  # 'float32' | 'bfloat16' | 'float16'
+    layout: Any  # HeadLayout(L, H, D)
+
+
+# ---- ensure -----------------------------------------------------------------------------------
+
+def ensure_model(store, spec: str | None, revision: str | None = None, out=None,
+                 trust_remote_code: bool = False):
+    """The `model` artifact for a spec (None = the embedded default); built at most once."""
+    ref = resolve_model(spec, store, revision)
+    params = {"identity": ref.identity}
+    key = store.key_for(MODEL_KIND, params, {}, schema_version=MODEL_SCHEMA, step_version=MODEL_STEP_VERSION)
+    if store.has(key):
+        return store.get(key)
+
+    def build(ctx) -> None:
+        if ref.source in ("gguf", "embedded"):
+            msg = f"converting {Path(ref.location).name} to a cached Hugging Face folder (once, ~25 s)"
+            if out is not None:
+                with out.status(msg):
+                    doc = _build_from_gguf(ref, ctx.out / "hf", quiet=out.quiet or out.json_mode)
+            else:
+                doc = _build_from_gguf(ref, ctx.out / "hf")
+        else:
+            doc = _describe_remote(ref, trust_remote_code)
+        ctx.meta.update({"name": ref.name, "source": ref.source})
+        (ctx.out / "model.json").write_text(json.dumps(doc, indent=2, sort_keys=True), encoding="utf-8")
+
+    art, _cached = store.produce(MODEL_KIND, params, {}, build, schema_version=MODEL_SCHEMA,
+                                 step_version=MODEL_STEP_VERSION)
+    return art
+
+
+def _config_doc(ref: ModelRef, config: Any) -> dict[str, Any]:
+    from itictl.models.arch import head_layout
+
+    layout = head_layout(config)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return {
+        "name": ref.name,
+        "source": ref.source,
+        "location": ref.location,
+        "revision": ref.revision,
+        "identity": ref.identity,
+        "model_type": config.model_type,
+        "architecture": (getattr(config, "architectures", None) or [None])[0],
+        "n_layers": layout.n_layers,
+        "n_heads": layout.n_heads,
+        "head_dim": layout.head_dim,
+        "n_kv_heads": getattr(config, "num_key_value_heads", None),
+        "hidden_size": getattr(config, "hidden_size", None),
+        "vocab_size": getattr(config, "vocab_size", None),
+        "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+    }
+
+
+def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool = False) -> dict[str, Any]:
+    """Dequantise a GGUF with transformers and save it as a plain HF folder (fp32 safetensors)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    path = Path(ref.location)
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise UnsupportedError(f"transformers cannot load {path.name}: {str(e).splitlines()[0][:160]}",
+                               "pass a Hugging Face model folder or a Hub id instead") from None
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
+    # The folder is a plain fp32 model: no trace of the GGUF quantisation left in its config.
+    for cfg in (model.config,):
+        if hasattr(cfg, "quantization_config"):
+            delattr(cfg, "quantization_config")
+    model.hf_quantizer = None
+    hf_dir.mkdir(parents=True)
+    model.save_pretrained(hf_dir, safe_serialization=True)
+    tok.save_pretrained(hf_dir)
+    doc = _config_doc(ref, model.config)
+    doc.update({"weights": "hf", "dtype": "float32", "gguf_file": path.name})
+    return doc
+
+
+def _describe_remote(ref: ModelRef, trust_remote_code: bool) -> dict[str, Any]:
+    """model.json for Hub and folder sources: only the config is read (no weights)."""
+    from transformers import AutoConfig
+
+    if ref.source == "folder":
+        cfg_src, kwargs = ref.location, {}
+    else:
+        cfg_src = _hub_config_file(ref).parent
+        kwargs = {}
+    try:
+        config = AutoConfig.from_pretrained(cfg_src, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as e:
+        raise UnsupportedError(f"cannot read the config of {ref.name}: {str(e).splitlines()[0][:160]}",
+                               "pass --trust-remote-code only for repos you trust, or use a supported model") from None
+    doc = _config_doc(ref, config)
+    doc["weights"] = ref.source
+    return doc
+
+
+def _hub_config_file(ref: ModelRef) -> Path:
+    """config.json of repo@commit: from the HF cache, else downloaded (short timeout)."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    repo, commit = ref.identity["repo"], ref.identity["commit"]
+    cached = try_to_load_from_cache(repo, "config.json", cache_dir=hub_cache_dir(), revision=commit)
+    if isinstance(cached, str):
+        return Path(cached)
+    if hub_offline():
+        raise RemoteError(f"HF_HUB_OFFLINE is set and {repo}'s config is not in the local cache",
+                          "pass a local model folder, or go online once to cache it")
+    try:
+        return Path(hf_hub_download(repo, "config.json", revision=commit, cache_dir=hub_cache_dir(),
+                                    endpoint=hub_endpoint(), etag_timeout=8))
+    except Exception as e:  # network or HTTP errors: one line
+        raise RemoteError(f"cannot download {repo}'s config.json ({type(e).__name__})",
+                          "check the network, or pass a local model folder") from None
+
+
+# ---- devices and dtypes -----------------------------------------------------------------------
+
+def resolve_device(device: str | None) -> str:
+    """'auto' -> 'cuda' (sharded with device_map="auto") when several GPUs are visible, 'cuda:0'
+    with one, else 'cpu'. 'cuda' -> 'cuda:0'. Validates cuda:N."""
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        return "cuda" if torch.cuda.device_count() > 1 else "cuda:0"
+    if device == "cpu":
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise BadInputError(f"--device {device}: CUDA is not available here", "use --device cpu or auto")
+        if device == "cuda":
+            return "cuda:0"
+        if ":" in device:
+            idx = device.split(":", 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise BadInputError(f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)",
+                                    "use cuda:0 … cuda:N-1, or auto")
+        return device
+    raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """'auto' -> float32 on CPU, bfloat16 on a GPU that supports it, else float16."""
+    dtype = (dtype or "auto").strip().lower()
+    if dtype not in DTYPES:
+        raise BadInputError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    if device == "cpu":
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
+
+
+# ---- loading ----------------------------------------------------------------------------------
+
+_MEMO: dict[tuple, LoadedModel] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def clear_memo() -> None:
+    """Forget every loaded model (tests; freeing memory between large models)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
+
+
+def model_info(model_art) -> dict[str, Any]:
+    if model_art.kind != MODEL_KIND:
+        raise BadInputError(f"{model_art.key[:12]} is a {model_art.kind} object, not a model",
+                            "pass a model ref (see `itictl store ls --kind model`)")
+    return model_art.read_json("model.json")
+
+
+def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
+               trust_remote_code: bool = False, fresh: bool = False) -> LoadedModel:
+    """Load a `model` artifact. Memoised per process on (key, dtype, device, trust_remote_code);
+    fresh=True bypasses the memo (a private copy that the caller may modify, e.g. to bake)."""
+    info = model_info(model_art)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    memo_key = (str(Path(store.root).resolve()), model_art.key, dt, dev, bool(trust_remote_code))
+    if not fresh:
+        with _MEMO_LOCK:
+            hit = _MEMO.get(memo_key)
+        if hit is not None:
+            return hit
+    lm = _load(store, model_art, info, dt, dev, trust_remote_code)
+    if not fresh:
+        with _MEMO_LOCK:
+            _MEMO[memo_key] = lm
+    return lm
+
+
+def _source_args(store, model_art, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(pretrained path or repo id, extra from_pretrained kwargs) for an artifact."""
+    src = info.get("weights") or info.get("source")
+    if src == "hf":
+        hf = model_art.path / "hf"
+        if not (hf / "config.json").is_file():
+            raise StoreError(f"model {model_art.key[:12]} is missing its hf/ folder",
+                             f"run `itictl store rm {model_art.key[:12]}` and rerun")
+        return str(hf), {}
+    if src == "folder":
+        folder = Path(info["location"])
+        if not folder.is_dir():
+            raise NotFoundError(f"model folder {folder} (of model {model_art.key[:12]}) no longer exists",
+                                "restore the folder or pass its new location with --model")
+        now = folder_identity(store, folder)
+        if now != model_art.params.get("identity"):
+            raise BadInputError(f"model folder {folder} changed since model {model_art.key[:12]} was recorded",
+                                "pass the folder with --model again to record the new version")
+        return str(folder), {}
+    if src == "hub":
+        ident = info["identity"]
+        kwargs: dict[str, Any] = {"revision": ident["commit"], "cache_dir": str(hub_cache_dir())}
+        if hub_offline():
+            kwargs["local_files_only"] = True
+        return ident["repo"], kwargs
+    raise StoreError(f"model {model_art.key[:12]} has an unknown source {src!r}", "rerun with --model")
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remote_code: bool) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    where, kwargs = _source_args(store, model_art, info)
+    load_kwargs: dict[str, Any] = {"dtype": _torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
+    multi = dev == "cuda"  # only 'auto' with several GPUs resolves to plain 'cuda'
+    if multi:
+        load_kwargs["device_map"] = "auto"
+    elif dev != "cpu":
+        load_kwargs["device_map"] = {"": dev}
+    try:
+        tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+    except OSError as e:
+        if info.get("weights") == "hub":
+            raise RemoteError(f"cannot fetch {where} ({str(e).splitlines()[0][:120]})",
+                              "check the network and HF_TOKEN, or pass a local model folder") from None
+        raise BadInputError(f"cannot load the model from {where}: {str(e).splitlines()[0][:160]}",
+                            "check that the folder is a complete Hugging Face model") from None
+    except ValueError as e:
+        raise UnsupportedError(f"cannot load {info.get('name')}: {str(e).splitlines()[0][:160]}",
+                               "use a causal language model supported by transformers") from None
+    model.eval()
+    model.requires_grad_(False)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    if getattr(model, "generation_config", None) is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    from itictl.models.arch import head_layout
+
+    layout = head_layout(model)
+    in_dev = str(model.device) if multi else dev
+    return LoadedModel(model=model, tokenizer=tok, art=model_art, device=in_dev, dtype=dt, layout=layout)
+
+
+def hf_folder(model_art) -> Path | None:
+    """The artifact's own HF folder (GGUF sources), else None."""
+    p = model_art.path / "hf"
+    return p if p.is_dir() else None
+
+
+__all__ = ["LoadedModel", "ensure_model", "load_model", "resolve_device", "resolve_dtype", "clear_memo",
+           "model_info", "hf_folder", "MODEL_KIND", "DTYPES"]
