@@ -1,13 +1,46 @@
-"""`itictl bake`: Bake an intervention into o_proj biases as a plain Hugging Face model (not built yet; issue 6)."""
+"""`itictl bake`: bake an intervention into o_proj biases as a plain Hugging Face model folder.
+Thin: resolves the ref (default: the intervention of `last-eval`) and calls itictl.bake.run_bake."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-from itictl.cli.common import not_built
+from itictl.cli.common import artifact_doc, state
 
-HELP = "Bake an intervention into o_proj biases as a plain Hugging Face model [not built yet]"
+HELP = """Bake an intervention into o_proj biases (bias = W_o·δ_l) as a plain Hugging Face model.
+
+The result loads with AutoModelForCausalLM.from_pretrained(PATH/model), no custom code. A baked
+model intervenes on every token, prompt included. With no REF, bakes the intervention of the
+`last-eval` ref.
+"""
 
 
-def bake(ctx: typer.Context) -> None:
-    not_built("bake", "issue 6")
+def bake(
+    ctx: typer.Context,
+    ref: Optional[str] = typer.Argument(None, help="Intervention ref (default: the intervention of `last-eval`)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype of the baked model: auto (the model's), float32, bfloat16, float16."),
+    device: str = typer.Option("cpu", "--device", help="Where to load the model while baking (cpu, cuda, auto)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
+) -> None:
+    from itictl.bake import intervention_of_last_eval, run_bake
+    from itictl.errors import BadInputError
+
+    st = state(ctx)
+    store = st.store
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise BadInputError(f"unknown dtype {dtype!r}", "use auto, float32, bfloat16 or float16")
+    if tag is not None:
+        from itictl.store.core import REF_RE
+
+        if not REF_RE.match(tag):
+            raise BadInputError(f"invalid ref name {tag!r}", "use letters, digits, '.', '_' and '-' only")
+    inter = store.open(ref) if ref else intervention_of_last_eval(store, st.out)
+    with store.lease():
+        art, cached = run_bake(store, inter, st.out, dtype=dtype, device=device)
+    store.tag("last-bake", art.key)
+    if tag:
+        store.tag(tag, art.key)
+    st.out.result(artifact_doc(art, cached, intervention=inter.key, model_dir=str(art.path / "model"),
+                               layers=art.meta.get("layers"), enabled_flag=art.meta.get("enabled_flag")))

@@ -1,0 +1,215 @@
+"""Lineage of an intervention and the README.md model card for baked models and exported interventions.
+
+Owns: walking an intervention's ancestry in the store (model, dataset, probes, activations),
+finding evals of an intervention, and rendering the card: YAML front matter (base_model, license,
+tags), the full lineage (model revision, dataset digest, heads, alpha, direction, seed, fold), the
+eval table when an eval of this intervention exists, how to load the result, and the statement that
+a baked model intervenes on prompt tokens too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from typing import Any
+
+from itictl.errors import NotFoundError
+
+TAGS = ["inference-time-intervention", "truthfulqa", "itictl"]
+# The embedded default model is a Q4_1 GGUF of this Hub model (dequantised to fp32 by itictl).
+EMBEDDED_BASE = {"repo": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}
+
+
+def ancestors(store, art) -> dict[str, Any]:
+    """The nearest ancestor of each kind (breadth-first over parents): {kind: Artifact}."""
+    found: dict[str, Any] = {}
+    seen = {art.key}
+    queue = deque(art.parents.values())
+    while queue:
+        key = queue.popleft()
+        if key in seen or not store.has(key):
+            continue
+        seen.add(key)
+        a = store.get(key)
+        found.setdefault(a.kind, a)
+        queue.extend(a.parents.values())
+    return found
+
+
+def model_of(store, intervention_art):
+    """The model artifact an intervention was made for (intervention.json's model key, else ancestry)."""
+    info = intervention_info(intervention_art)
+    for field in ("model_key", "model"):
+        key = info.get(field) if isinstance(info, dict) else None
+        if isinstance(key, str) and store.has(key):
+            return store.get(key)
+    model = ancestors(store, intervention_art).get("model")
+    if model is None:
+        raise NotFoundError(f"intervention {intervention_art.key[:12]} has no model among its ancestors",
+                            "rerun `itictl intervene` so its lineage reaches the model")
+    return model
+
+
+def model_summary(model_art) -> dict[str, Any]:
+    """Identity and architecture of a model artifact, flat: key, name, source, repo, commit, sha256, …"""
+    info = model_art.read_json("model.json") if "model.json" in model_art.manifest.files else {}
+    info = info if isinstance(info, dict) else {}
+    ident = model_art.params.get("identity", model_art.params)
+    out = {"key": model_art.key, "name": info.get("name"), "source": info.get("source") or ident.get("source"),
+           "model_type": info.get("model_type")}
+    out.update({k: ident[k] for k in ("repo", "commit", "sha256") if k in ident})
+    if out["source"] == "embedded":
+        out.update(EMBEDDED_BASE)
+        out["gguf_file"] = info.get("gguf_file")
+    return out
+
+
+def intervention_info(intervention_art) -> dict[str, Any]:
+    """intervention.json (digest-checked: corruption raises); {} for an intervention without one."""
+    if "intervention.json" not in intervention_art.manifest.files:
+        return {}
+    info = intervention_art.read_json("intervention.json")
+    return info if isinstance(info, dict) else {}
+
+
+def evals_of(store, intervention_key: str) -> list:
+    """Eval artifacts whose parents include this intervention, newest last."""
+    return [a for a in store.ls(kind="eval") if intervention_key in a.parents.values()]
+
+
+def lineage(store, intervention_art) -> dict[str, Any]:
+    """Everything a reader needs to reproduce the intervention, as one flat-ish dict."""
+    anc = ancestors(store, intervention_art)
+    model = model_of(store, intervention_art)
+    info = intervention_info(intervention_art)
+    probes = anc.get("probes")
+    acts = anc.get("activations")
+    dataset = anc.get("dataset")
+    p = intervention_art.params
+    heads = info.get("heads")
+    return {
+        "intervention": intervention_art.key,
+        "model": model_summary(model),
+        "dataset": ({"key": dataset.key, **dataset.params} if dataset is not None else None),
+        "activations": ({"key": acts.key, **acts.params} if acts is not None else None),
+        "probes": ({"key": probes.key, **probes.params} if probes is not None else None),
+        "heads": heads,
+        "n_heads": p.get("heads", len(heads) if heads else None),
+        "alpha": p.get("alpha", info.get("alpha")),
+        "direction": p.get("direction", info.get("direction")),
+        "seed": p.get("seed", info.get("seed")),
+        "fold": probes.params.get("fold") if probes is not None else None,
+        "folds": probes.params.get("folds") if probes is not None else None,
+    }
+
+
+def base_model_id(lin: dict[str, Any]) -> str | None:
+    m = lin["model"]
+    for k in ("repo", "repo_id", "base_model"):
+        if isinstance(m.get(k), str) and "/" in m[k]:
+            return m[k]
+    return None
+
+
+def _yaml_scalar(v: Any) -> str:
+    return json.dumps(v)  # JSON strings are valid YAML scalars
+
+
+def _eval_rows(doc: Any) -> list[tuple[str, Any]]:
+    """Metric rows from an eval.json: its 'mean' (or 'summary') dict, else top-level numbers."""
+    if not isinstance(doc, dict):
+        return []
+    for k in ("mean", "summary", "metrics"):
+        if isinstance(doc.get(k), dict):
+            doc = doc[k]
+            break
+    return [(k, v) for k, v in doc.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def render_card(store, intervention_art, *, what: str = "baked-model", license: str | None = None,
+                repo_id: str | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
+    """The README.md for a baked model (`what='baked-model'`) or an exported intervention.
+    `notes` are extra paragraphs for the loading section (e.g. how the bake enabled a bias)."""
+    lin = lineage(store, intervention_art)
+    base = base_model_id(lin)
+    m = lin["model"]
+    yaml = ["---"]
+    if base:
+        yaml.append(f"base_model: {_yaml_scalar(base)}")
+    yaml.append(f"license: {_yaml_scalar(license or m.get('license') or 'other')}")
+    yaml.append("library_name: transformers" if what == "baked-model" else "library_name: itictl")
+    yaml.append("tags:")
+    yaml += [f"- {t}" for t in TAGS]
+    yaml.append("---")
+    name = repo_id or ("ITI-baked " + (base or "model"))
+    lines = [*yaml, "", f"# {name}", ""]
+    if what == "baked-model":
+        lines += [
+            f"{base or 'The base model'} with an Inference-Time Intervention (ITI; Li et al., NeurIPS 2023,"
+            " arXiv 2306.03341) baked into the bias of the attention output projection of each intervened"
+            " layer: `bias = W_o · δ_l` (+ any existing bias), which equals adding δ_l to that projection's"
+            " input. Made with itictl.",
+            "",
+            "**A baked model intervenes on every token position, prompt tokens included** (the live"
+            " intervention used during evaluation shifts only the last prompt token and the generated tokens),"
+            " so its outputs can differ slightly from those of the live intervention that itictl evaluates.",
+            "",
+        ]
+    else:
+        lines += [
+            "An Inference-Time Intervention (ITI; Li et al., NeurIPS 2023, arXiv 2306.03341) made with itictl:"
+            " per intervened layer l a shift δ_l added to the input of the attention output projection"
+            " (`layer.{l}` tensors of size H·D in `intervention.safetensors`).",
+            "",
+        ]
+    lines += ["## Lineage", "", "| field | value |", "|---|---|"]
+    rows = [
+        ("base model", base or m.get("source")),
+        ("model revision", m.get("commit") or (f"sha256 {m['sha256']}" if m.get("sha256") else None)),
+        ("model file", m.get("gguf_file")),
+        ("model key", m["key"]),
+        ("dataset digest", (lin["dataset"] or {}).get("digest")),
+        ("activations format", (lin["activations"] or {}).get("format")),
+        ("heads (K)", lin["n_heads"]),
+        ("alpha", lin["alpha"]),
+        ("direction", lin["direction"]),
+        ("seed", lin["seed"]),
+        ("fold", None if lin["fold"] is None else f"{lin['fold']} of {lin['folds']}"),
+        ("intervention key", lin["intervention"]),
+    ]
+    lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
+    if lin["heads"]:
+        lines += ["", "Intervened heads (layer, head): " + ", ".join(f"({l}, {h})" for l, h in lin["heads"])]
+    evals = evals_of(store, intervention_art.key)
+    if evals:
+        ev = evals[-1]
+        doc = ev.read_json("eval.json") if "eval.json" in ev.manifest.files else None
+        rows_ev = _eval_rows(doc)
+        if rows_ev:
+            lines += ["", "## Evaluation", "", f"From itictl eval {ev.key[:12]} (TruthfulQA; mean over folds).", "",
+                      "| metric | value |", "|---|---|"]
+            lines += [f"| {k} | {v:.4g} |" for k, v in rows_ev]
+    lines += ["", "## How to load", ""]
+    if what == "baked-model":
+        rid = repo_id or "path/to/this/folder"
+        lines += [
+            "A plain Hugging Face model folder; no custom code:",
+            "",
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            f'model = AutoModelForCausalLM.from_pretrained("{rid}")',
+            f'tokenizer = AutoTokenizer.from_pretrained("{rid}")',
+            "```",
+        ]
+        lines += [f"\n{n}" for n in notes]
+    else:
+        lines += [
+            "```python",
+            "from safetensors.torch import load_file",
+            'deltas = load_file("intervention.safetensors")  # layer.{l} -> [H*D]',
+            "# add deltas[f'layer.{l}'] to the input of layer l's attention output projection",
+            "```",
+            "",
+            "or with itictl: `itictl eval --intervention <this folder>`.",
+        ]
+    return "\n".join(lines) + "\n"
