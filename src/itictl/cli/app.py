@@ -98,8 +98,10 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def _fail(code: int, line: str) -> None:
+    from itictl.cli.common import release_leases
     from itictl.secrets import redact
 
+    release_leases()
     sys.stderr.write(redact(f"error: {line}") + "\n")
     sys.stderr.flush()
     raise SystemExit(code)
@@ -109,10 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     from itictl.config import debug_enabled
     from itictl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ItictlError
 
+    from itictl.cli.common import release_leases
+
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="itictl", standalone_mode=True)
     except SystemExit:
+        release_leases()
         raise
     except ItictlError as e:
         if debug_enabled():

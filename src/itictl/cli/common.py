@@ -14,19 +14,41 @@ import typer
 from itictl.output import Output
 
 
+_OPEN_LEASES: list[Any] = []
+
+
+def release_leases() -> None:
+    """Release the store leases taken by commands in this process (called by cli.app.main)."""
+    while _OPEN_LEASES:
+        cm = _OPEN_LEASES.pop()
+        cm.__exit__(None, None, None)
+
+
 @dataclass
 class AppState:
     store_path: str | None = None
     out: Output = field(default_factory=Output)
     _store: Any = None
+    lease: bool = True  # `store gc` turns this off: it takes the lease exclusively itself
 
     @property
     def store(self):
+        """The store, with a shared lease held for the rest of the command, so that a concurrent
+        `itictl store gc` waits instead of deleting what this command has made or is reading."""
         if self._store is None:
             from itictl.config import store_root
+            from itictl.errors import StoreError
             from itictl.store import Store
 
-            self._store = Store(store_root(self.store_path))
+            store = Store(store_root(self.store_path))
+            if self.lease:
+                try:
+                    cm = store.lease()
+                    cm.__enter__()
+                    _OPEN_LEASES.append(cm)
+                except StoreError:
+                    pass  # a read-only store: reading still works; writing raises its own error
+            self._store = store
         return self._store
 
 

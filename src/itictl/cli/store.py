@@ -122,6 +122,7 @@ def verify(ctx: typer.Context, ref: Optional[str] = typer.Argument(None, help="R
 @app.command("gc", help="Delete objects no ref reaches (mark-and-sweep) and abandoned tmp work.")
 def gc(ctx: typer.Context, dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing.")) -> None:
     st = state(ctx)
+    st.lease = False  # gc takes the store lease exclusively
     doc = st.store.gc(dry_run=dry_run)
 
     def render(console):

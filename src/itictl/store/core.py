@@ -116,7 +116,7 @@ def _make_read_only(root: Path) -> None:
 
 
 def _store_os_error(e: OSError, root: Path) -> StoreError:
-    if e.errno == errno.ENOSPC:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return StoreError("the store's disk is full", f"free space under {root} or run `itictl store gc`")
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreError(f"the store at {root} is not writable", "pass --store PATH or set ITICTL_HOME to a writable directory")
