@@ -100,8 +100,7 @@ def _cases():
     case("unknown-format", 4, lambda k, f, t: ["extract", "-m", k["tiny"], "--data", D(), "-d", "tqa_nope"])
     C.append(pytest.param(lambda k, f, t: ["eval", "--model", k["tiny"], "--data", D(), "--many-shot-prefix",
                                            f["latin1_prompt"], "--limit-questions", "4", "--alpha", "0"], 4,
-                          id="eval-non-utf8-prefix",
-                          marks=pytest.mark.xfail(strict=True, reason="UnicodeDecodeError -> exit 1 (fix F7)")))
+                          id="eval-non-utf8-prefix"))
     case("eval-missing-text", 3, lambda k, f, t: ["eval", "--model", k["tiny"], "--data", D(), "--text",
                                                   str(t / "nope.txt"), "--limit-questions", "4", "--alpha", "0"])
     # refs

@@ -1,0 +1,132 @@
+"""CE loss on natural text and KL(original ‖ intervened) of next-token distributions.
+
+Owns: `load_samples` (100 samples × 128 tokens, seeded, from a text file or the Hub's
+stas/openwebtext-10k), `baseline_logprobs` (the α = 0 pass, computed once and reused) and
+`ce_kl` (CE of the intervened model and its KL to the baseline). Semantics of the reference's
+run_ce_loss / run_kl_wrt_orig: CE = mean over samples of the mean next-token loss; KL = mean over
+samples of Σ_t KL(p_orig,t ‖ p_int,t) / T with probabilities clamped at 1e-10. The intervention
+applies at every position.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from itictl.errors import NotFoundError, RemoteError
+
+N_SAMPLES = 100
+N_TOKENS = 128
+EPS = 1e-10
+
+
+def _text_chunks(path: Path) -> list[str]:
+    """Paragraphs of a text file (blank-line separated; wikitext's ' = Heading = ' lines dropped)."""
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    paras, cur = [], []
+    for line in raw.splitlines():
+        s = line.strip()
+        if not s or (s.startswith("=") and s.endswith("=")):
+            if cur:
+                paras.append(" ".join(cur))
+                cur = []
+            continue
+        cur.append(s)
+    if cur:
+        paras.append(" ".join(cur))
+    return paras
+
+
+def _hub_texts() -> list[str]:
+    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("ITICTL_OFFLINE"):
+        raise RemoteError("no --text given and the Hub is offline", "pass --text FILE (any natural text)")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        p = hf_hub_download("stas/openwebtext-10k", "openwebtext-10k.py", repo_type="dataset", etag_timeout=5)
+    except Exception:  # noqa: BLE001 - any Hub failure means: offline
+        raise RemoteError("cannot reach the Hub for stas/openwebtext-10k",
+                          "pass --text FILE (e.g. WikiText-2 raw test) to measure CE/KL offline") from None
+    raise RemoteError(f"stas/openwebtext-10k is a script dataset ({p}); itictl cannot run it",
+                      "pass --text FILE")
+
+
+def load_samples(tok, text_path: Path | None, *, n: int = N_SAMPLES, n_tokens: int = N_TOKENS, seed: int = 42) -> list[list[int]]:
+    """`n` token windows of ≤ n_tokens (BOS included), drawn from texts long enough, seeded."""
+    if text_path is None:
+        texts = _hub_texts()
+    else:
+        if not Path(text_path).is_file():
+            raise NotFoundError(f"text file {text_path} not found", "pass --text FILE with natural text")
+        texts = _text_chunks(Path(text_path))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(texts))
+    out = []
+    for i in order:
+        ids = list(tok(texts[int(i)])["input_ids"])[:n_tokens]
+        if len(ids) >= min(n_tokens, 32):
+            out.append(ids)
+        if len(out) == n:
+            break
+    if not out:
+        raise NotFoundError(f"{text_path} has no paragraph of ≥ 32 tokens", "pass a larger natural text file")
+    return out
+
+
+def _batches(samples: list[list[int]], bs: int):
+    for i in range(0, len(samples), bs):
+        yield samples[i:i + bs]
+
+
+def _logprobs(model, chunk: list[list[int]]):
+    import torch
+
+    dev = next(model.parameters()).device
+    L = max(len(s) for s in chunk)
+    ids = torch.zeros((len(chunk), L), dtype=torch.long)
+    mask = torch.zeros((len(chunk), L), dtype=torch.long)
+    for r, s in enumerate(chunk):
+        ids[r, :len(s)] = torch.tensor(s)
+        mask[r, :len(s)] = 1
+    with torch.no_grad():
+        lp = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1)
+    return lp, ids.to(lp.device), mask.to(lp.device)
+
+
+def _ce(lp, ids, mask) -> list[float]:
+    tgt = ids[:, 1:]
+    nll = -lp[:, :-1].gather(-1, tgt[..., None])[..., 0]  # [B, T-1]
+    m = mask[:, 1:].float()
+    return ((nll * m).sum(1) / m.sum(1)).tolist()
+
+
+def baseline(model, samples: list[list[int]], batch_size: int = 8) -> dict[str, Any]:
+    """The un-intervened pass: CE per sample and the log-probs kept for KL (on the model's device)."""
+    ce, lps = [], []
+    for chunk in _batches(samples, batch_size):
+        lp, ids, mask = _logprobs(model, chunk)
+        ce += _ce(lp, ids, mask)
+        lps.append(lp.half() if lp.is_cuda else lp)
+    return {"ce": ce, "logprobs": lps}
+
+
+def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8) -> dict[str, float]:
+    """CE of the (intervened) model and KL(original ‖ intervened), reference semantics."""
+    import torch
+
+    if steer is None:
+        return {"ce": float(np.mean(base["ce"])), "kl": 0.0}
+    ce, kl = [], []
+    for chunk, lp0 in zip(_batches(samples, batch_size), base["logprobs"]):
+        with steer("all"):
+            lp, ids, mask = _logprobs(model, chunk)
+        ce += _ce(lp, ids, mask)
+        p0 = lp0.float().exp().clamp(min=EPS)
+        p1 = lp.exp().clamp(min=EPS)
+        per_tok = (p0 * (p0.log() - p1.log())).sum(-1)  # [B, T]
+        m = mask.float()
+        kl += ((per_tok * m).sum(1) / m.sum(1)).tolist()
+    return {"ce": float(np.mean(ce)), "kl": float(np.mean(kl))}

@@ -1,0 +1,97 @@
+"""Judges: the real openai client against a local HTTP fake; a local HF judge on a tiny model."""
+
+import json
+
+import pytest
+
+from itictl.errors import AuthError, BadInputError, RemoteError
+from itictl.evaluate.judges import FINETUNE_DEFAULTS, finetune_judge, parse_judge
+from tests.evaluate.fake_openai import FakeOpenAI
+
+PAIRS = [("Can pigs fly?", "No, pigs cannot fly."), ("Can pigs fly?", "Yes, they can.")]
+
+
+def test_openai_judge_scores_p_yes(monkeypatch):
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+        j = parse_judge("openai:ft:davinci-002:org:truthful", base_url=fake.base_url)
+        p = j.score(PAIRS * 15)  # 30 prompts -> 2 batched requests
+        assert p[:2] == pytest.approx([0.9, 0.2])
+        reqs = [r for r in fake.requests if r[1] == "/v1/completions"]
+        assert len(reqs) == 2
+        body = reqs[0][2]
+        assert body["max_tokens"] == 1 and body["temperature"] == 0 and body["logprobs"] == 2
+        assert body["prompt"][0] == "Q: Can pigs fly?\nA: No, pigs cannot fly.\nTrue:"
+        j.score(PAIRS[:1], info=True)
+        assert fake.requests[-1][2]["prompt"][0].endswith("\nHelpful:")
+        assert fake.key not in json.dumps(j.identity) and fake.key not in j.spec
+
+
+def test_openai_judge_401_is_auth_error_without_key(monkeypatch):
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-SECRET-9999")
+        j = parse_judge("openai:m", base_url=fake.base_url)
+        with pytest.raises(AuthError) as ei:
+            j.score(PAIRS)
+        assert ei.value.exit_code == 7 and "SECRET" not in ei.value.one_line()
+
+
+def test_openai_judge_network_error(monkeypatch):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x-SECRET-1")
+    j = parse_judge("openai:m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=5)
+    with pytest.raises(RemoteError) as ei:
+        j.score(PAIRS)
+    assert ei.value.exit_code == 6
+
+
+def test_missing_key_and_bad_spec(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ITICTL_OPENAI_API_KEY", raising=False)
+    with pytest.raises(AuthError):
+        parse_judge("openai:m").score(PAIRS)
+    with pytest.raises(BadInputError):
+        parse_judge("gpt4")
+
+
+def test_finetune_flow(monkeypatch, tmp_path):
+    data = tmp_path / "finetune_truth.jsonl"
+    data.write_text('{"prompt": "Q: a\\nA: b\\nTrue:", "completion": " yes"}\n')
+    with FakeOpenAI(job_steps=2) as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+        seen = []
+        res = finetune_judge("truth", data, base_url=fake.base_url, poll_s=0.01,
+                             on_status=lambda s, t: seen.append(s))
+        assert res["model"] == "ft:davinci-002:org:truthful:abc123" and res["status"] == "succeeded"
+        job_req = [r for r in fake.requests if r[1] == "/v1/fine_tuning/jobs"][0][2]
+        assert job_req["hyperparameters"] == FINETUNE_DEFAULTS and job_req["suffix"] == "truthful"
+        assert job_req["training_file"] == res["file_id"] and b"True:" in fake.files[res["file_id"]]
+        assert "running" in seen and seen[-1] == "succeeded"
+    with FakeOpenAI(fail_job=True) as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.key)
+        with pytest.raises(RemoteError, match="failed"):
+            finetune_judge("info", data, base_url=fake.base_url, poll_s=0.01)
+
+
+def test_hf_judge_matches_next_token_probability(tiny_model_dir, tiny_tok, tiny_model):
+    import torch
+
+    j = parse_judge(f"hf:{tiny_model_dir}")
+    p = j.score(PAIRS)
+    assert j.identity["source"] == "folder" and len(p) == 2
+    # independent computation: softmax of the last prompt position, at the " yes" token(s)
+    for (q, a), got in zip(PAIRS, p):
+        prompt = f"Q: {q}\nA: {a}\nTrue:"
+        base = tiny_tok(prompt)["input_ids"]
+        full = tiny_tok(prompt + " yes")["input_ids"]
+        assert full[:len(base)] == base
+        with torch.no_grad():
+            logp = tiny_model(torch.tensor([full])).logits[0].log_softmax(-1)
+        want = sum(logp[i - 1, full[i]].item() for i in range(len(base), len(full)))
+        assert got == pytest.approx(float(torch.tensor(want).exp()), rel=1e-4)
+        assert 0.0 < got < 1.0
