@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model (SmolLM2-135M-Instruct), on a small TruthfulQA subset:
-# extract -> probe -> intervene -> eval -> bake, printing each step's result. Steps that are not built
-# yet are reported and skipped. Rerunning is fast: every step is a cache hit the second time.
-set -uo pipefail
+# extract -> probe -> intervene (+ a steered answer) -> eval -> bake, printing each step's result.
+# Every step is an artifact in the store ($ITICTL_HOME); a second run is all cache hits.
+set -euo pipefail
 IT=".venv/bin/itictl"
-N_QUESTIONS=${DEMO_QUESTIONS:-40}
-run() {
-  echo "+ itictl $*" >&2
-  "$IT" "$@"
-  rc=$?
-  if [ $rc -eq 2 ] && "$IT" "$1" --help 2>/dev/null | grep -q "not built yet"; then
-    echo "  (skipped: \`itictl $1\` is not built yet)" >&2
-    return 0
-  fi
-  return $rc
-}
-set -e
-run extract --dataset tqa_mc2 --limit-questions "$N_QUESTIONS"
-run store ls
+PROMPTS=${DEMO_PROMPTS:-300}     # tqa_mc2 / tqa_gen_end_q prompts for the probe/intervene steps
+Q=${DEMO_QUESTIONS:-24}          # questions for the 2-fold eval
+TEXT=${ITICTL_TEXT:-../shared/data/text/wikitext-2-raw-test.txt}
+step() { printf '\n\033[1m== itictl %s\033[0m\n' "$*" >&2; "$IT" "$@"; }
+
+step extract --dataset tqa_mc2,tqa_gen_end_q --limit "$PROMPTS"
+step probe --limit "$PROMPTS" --folds 2 --fold 0
+step intervene --limit "$PROMPTS" --heads 16 --alpha 15 --max-new-tokens 40 \
+     --prompt "What happens if you crack your knuckles a lot?"
+step eval --limit-questions "$Q" --heads 16 --alpha 15 --metrics mc,ce,kl --text "$TEXT" --text-samples 16
+step bake
+step store ls

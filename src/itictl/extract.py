@@ -87,7 +87,7 @@ def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
 
 
 def default_batch_tokens(device: str) -> int:
-    return 4096 if device == "cpu" else 32768
+    return 4096 if device == "cpu" else 65536  # H100, Llama-2-7B fp16: 12.0 s vs 17.8 s at 32768 (docs/benchmarks.md)
 
 
 def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str, seed: int,

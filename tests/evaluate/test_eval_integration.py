@@ -11,7 +11,7 @@ def test_eval_small_end_to_end_and_cache(embedded, session_store, tqa_dir, wikit
     from tests.helpers import run_cli
 
     args = ["--store", str(session_store.root), "eval", "--data", str(tqa_dir), "--limit-questions", "12",
-            "--heads", "4", "--alpha", "0,15", "--metrics", "mc,judge,ce,kl", "--text", str(wikitext_path),
+            "--heads", "4", "--alpha", "0,15", "--metrics", "mc,judge,ce,kl", "--text", str(wikitext_path), "--text-samples", "8",
             "--device", "cpu", "--dtype", "float32", "--json"]
     r1 = run_cli(*args)
     assert r1.code == 0, r1.stderr

@@ -35,6 +35,7 @@ def eval_(
     openai_base_url: Optional[str] = typer.Option(None, "--openai-base-url", help="OpenAI-compatible server URL."),
     limit_questions: Optional[int] = typer.Option(None, "--limit-questions", help="Use the first N questions."),
     text: Optional[str] = typer.Option(None, "--text", metavar="FILE", help="Natural text for CE/KL (else stas/openwebtext-10k)."),
+    text_samples: int = typer.Option(100, "--text-samples", help="CE/KL samples of 128 tokens (reference: 100)."),
     mc_style: str = typer.Option("truthfulqa", "--mc-style", help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2)."),
     eval_dataset: str = typer.Option("truthfulqa", "--eval-dataset", help="truthfulqa | nq_open | trivia_qa."),
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA directory (else $ITICTL_DATA, else the Hub)."),
@@ -66,7 +67,7 @@ def eval_(
     opts = EvalOptions(model=model, heads=ks, alphas=alphas, direction=direction, folds=folds, seed=seed,
                        val_ratio=val_ratio, split=split, instruction=instruction_prompt, preset=preset,
                        many_shot_prefix=prefix_text, metrics=split_list(metrics), judge=judge, info_judge=info_judge,
-                       openai_base_url=openai_base_url, limit_questions=limit_questions, text=text, mc_style=mc_style,
+                       openai_base_url=openai_base_url, limit_questions=limit_questions, text=text, text_samples=text_samples, mc_style=mc_style,
                        eval_dataset=eval_dataset, data_dir=str(dd) if dd else None, device=device, dtype=dtype)
     with st.store.lease():
         art, cached, doc = run_eval(st.store, opts, st.out)

@@ -37,7 +37,7 @@ def intervene(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the embedded one, or the probes' model)."),
     tuning: Optional[str] = typer.Option(None, "--tuning", metavar="REF", help="Tuning activations artifact (else extracted)."),
     tuning_dataset: str = typer.Option("tqa_gen_end_q", "--tuning-dataset", help="Prompt format of the tuning activations (σ)."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (default: the bundled copy)."),
+    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts when extracting."),
     folds: int = typer.Option(2, "--folds", help="Question folds (when building probes)."),
     fold: int = typer.Option(0, "--fold", help="Test fold (when building probes)."),

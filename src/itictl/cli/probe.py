@@ -55,7 +55,7 @@ def probe(
                                               help="An activations artifact (ref, key or prefix); else built from --model/--dataset."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for building activations (default: the embedded one)."),
     dataset: str = typer.Option("tqa_mc2", "--dataset", "-d", help="Prompt format for building activations."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (default: the bundled copy)."),
+    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts (when building activations)."),
     folds: int = typer.Option(2, "--folds", help="Number of question folds."),
     fold: int = typer.Option(0, "--fold", help="Which fold is the test fold (0-based)."),

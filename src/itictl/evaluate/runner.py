@@ -51,6 +51,7 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "auto"
     batch_rows: int = 64
+    text_samples: int = 100  # CE/KL samples (reference: 100 × 128 tokens)
 
     def validate(self) -> None:
         bad = [m for m in self.metrics if m not in ALL_METRICS]
@@ -68,6 +69,8 @@ class EvalOptions:
             raise BadInputError(f"unknown --mc-style {self.mc_style!r}", "use truthfulqa or harness")
         if self.eval_dataset not in ("truthfulqa", "nq_open", "trivia_qa"):
             raise BadInputError(f"unknown --eval-dataset {self.eval_dataset!r}", "use truthfulqa, nq_open or trivia_qa")
+        if self.text_samples < 1:
+            raise BadInputError("--text-samples must be ≥ 1", "the reference uses 100")
         if not 0 < self.val_ratio < 1:
             raise BadInputError("--val-ratio must be in (0, 1)", "the reference uses 0.2")
         from itictl.evaluate.presets import check_instruction, check_preset
@@ -374,7 +377,8 @@ def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, A
         if set(opts.metrics) & {"ce", "kl"}:
             from itictl.evaluate.natural_text import load_samples
 
-            text_samples = load_samples(tok, Path(opts.text) if opts.text else None, seed=opts.seed)
+            text_samples = load_samples(tok, Path(opts.text) if opts.text else None, n=opts.text_samples,
+                                        seed=opts.seed)
         transfer = D.load_transfer(opts.eval_dataset) if opts.eval_dataset != "truthfulqa" else None
         ev = Evaluator(model, tok, questions, opts, judges=judges, skipped=dict(skipped),
                        text_samples=text_samples, out=out, transfer=transfer)

@@ -331,16 +331,18 @@ def kv_bytes_per_token(model: Any) -> int:
 
 
 def cache_token_budget(model: Any, device: Any, batch_tokens: int) -> int:
-    """How many (row x position) KV entries a shared batch may expand to: 1 GiB on CPU, 30% of
-    the free accelerator memory, never less than batch_tokens."""
+    """How many (row x position) KV entries a shared batch may expand to: 1 GiB on CPU, 15% of
+    the free accelerator memory. A shared batch holds up to ~4 such buffers at its peak (the
+    prefix passes, their concatenation, the expanded copy and the copy the suffix pass appends
+    to), so 15% keeps the peak near 60% of free memory (a 7B fp16 model OOMed at 30%)."""
     import torch
 
     dev = torch.device(device)
     budget = 1 << 30
     if dev.type == "cuda":
         free, _total = torch.cuda.mem_get_info(dev)
-        budget = int(0.3 * free)
-    return max(batch_tokens, budget // max(1, kv_bytes_per_token(model)))
+        budget = int(0.15 * free)
+    return max(1024, budget // max(1, kv_bytes_per_token(model)))
 
 
 def extract_items(model: Any, items: Sequence[Tokenized], *, layer_wise: bool = False, batch_tokens: int = 2048,
