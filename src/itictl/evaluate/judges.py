@@ -201,13 +201,9 @@ def yes_probability(model, tok, prompts: list[str], *, device: str = "cpu", batc
                 n = len(full) - 1
             rows.append(full)
             starts.append(n)
-        width = max(len(r) for r in rows)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            ids[r, :len(row)] = torch.tensor(row)
-            mask[r, :len(row)] = 1
+        from itictl.batching import right_pad
+
+        ids, mask = right_pad(rows, tok.pad_token_id if tok.pad_token_id is not None else 0)
         with torch.no_grad():
             logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
         for r, row in enumerate(rows):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -85,12 +85,9 @@ def _logprobs(model, chunk: list[list[int]]):
     import torch
 
     dev = next(model.parameters()).device
-    L = max(len(s) for s in chunk)
-    ids = torch.zeros((len(chunk), L), dtype=torch.long)
-    mask = torch.zeros((len(chunk), L), dtype=torch.long)
-    for r, s in enumerate(chunk):
-        ids[r, :len(s)] = torch.tensor(s)
-        mask[r, :len(s)] = 1
+    from itictl.batching import right_pad
+
+    ids, mask = right_pad(chunk, 0)
     with torch.no_grad():
         lp = model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).logits.float().log_softmax(-1)
     return lp, ids.to(lp.device), mask.to(lp.device)
@@ -115,8 +112,6 @@ def baseline(model, samples: list[list[int]], batch_size: int = 8) -> dict[str, 
 
 def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8) -> dict[str, float]:
     """CE of the (intervened) model and KL(original ‖ intervened), reference semantics."""
-    import torch
-
     if steer is None:
         return {"ce": float(np.mean(base["ce"])), "kl": 0.0}
     ce, kl = [], []
