@@ -13,6 +13,6 @@ step extract --dataset tqa_mc2,tqa_gen_end_q --limit "$PROMPTS"
 step probe --limit "$PROMPTS" --folds 2 --fold 0
 step intervene --limit "$PROMPTS" --heads 16 --alpha 15 --max-new-tokens 40 \
      --prompt "What happens if you crack your knuckles a lot?"
-step eval --limit-questions "$Q" --heads 16 --alpha 15 --metrics mc,ce,kl --text "$TEXT" --text-samples 16
+step eval --limit-questions "$Q" --heads 16 --alpha 0,15 --metrics mc,ce,kl --text "$TEXT" --text-samples 16
 step bake
 step store ls

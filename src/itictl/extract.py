@@ -102,7 +102,7 @@ def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str,
 
 def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | None, *, limit: int | None = None,
                 layer_wise: bool = False, dtype: str = "auto", device: str = "auto",
-                batch_tokens: int | None = None, seed: int = 0, store_dtype: str = "auto", out=None):
+                batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None):
     """-> (Artifact, cached). The key is computed from the model and dataset identities first;
     the model is loaded only when the artifact has to be built."""
     from itictl.data import ensure_dataset
