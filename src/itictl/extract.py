@@ -31,7 +31,6 @@ from itictl.errors import BadInputError
 
 FORMATS = ("tqa_mc2", "tqa_gen", "tqa_gen_end_q")
 SEEDED_FORMATS = ("tqa_gen_end_q",)
-DTYPES = ("auto", "float32", "float16", "bfloat16")
 STORE_DTYPES = ("auto", "float16", "float32")
 H5_NAME = "activations.h5"
 CHUNK_PROMPTS = 512  # prompts per resumable chunk
@@ -67,16 +66,6 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """'auto' -> float32 on CPU, float16 on an accelerator (as the reference runs Llama)."""
-    dtype = (dtype or "auto").lower()
-    if dtype not in DTYPES:
-        raise BadInputError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
-    if dtype == "auto":
-        return "float32" if device == "cpu" else "float16"
-    return dtype
-
-
 def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
     store_dtype = (store_dtype or "auto").lower()
     if store_dtype not in STORE_DTYPES:
@@ -102,19 +91,22 @@ def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str,
 
 def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | None, *, limit: int | None = None,
                 layer_wise: bool = False, dtype: str = "auto", device: str = "auto",
-                batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None):
+                batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None,
+                revision: str | None = None):
     """-> (Artifact, cached). The key is computed from the model and dataset identities first;
     the model is loaded only when the artifact has to be built."""
     from itictl.data import ensure_dataset
     from itictl.models import ensure_model
 
     if batch_tokens is not None and batch_tokens < 1:
-        raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 32768 on a GPU")
+        raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
     dev = _cheap_auto_device() if (device or "auto").lower() == "auto" else resolve_device(device)
+    from itictl.models import resolve_dtype
+
     dt = resolve_dtype(dtype, dev)
     params = extract_params(fmt, limit=limit, layer_wise=layer_wise, dtype=dt, seed=seed,
                             store_dtype=resolve_store_dtype(store_dtype, dt))
-    model_art = ensure_model(store, model_spec, out=out)
+    model_art = ensure_model(store, model_spec, revision=revision, out=out)
     from itictl.config import data_dir as resolve_data_dir
 
     ds_art = ensure_dataset(store, resolve_data_dir(data_dir))

@@ -29,6 +29,7 @@ def extract(
     ctx: typer.Context,
     model: Optional[str] = typer.Option(None, "--model", "-m", metavar="M[,M2]",
                                         help="Model alias, Hub id, folder or GGUF file; comma-separated for several (default: the embedded model)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
     dataset: str = typer.Option("tqa_mc2", "--dataset", "-d", metavar="FMT[,FMT2]",
                                 help="Prompt format(s): tqa_mc2, tqa_gen, tqa_gen_end_q."),
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
@@ -58,7 +59,7 @@ def extract(
         for f in formats:
             art, cached = run_extract(st.store, m, f, data, limit=limit, layer_wise=layer_wise, dtype=dtype,
                                       device=device, batch_tokens=batch_tokens, seed=seed,
-                                      store_dtype=store_dtype, out=st.out)
+                                      store_dtype=store_dtype, out=st.out, revision=revision)
             docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f,
                                      shapes=_shapes(art), meta={k: art.meta.get(k) for k in
                                                                 ("compute_s", "prompts_per_s", "device")}))

@@ -189,17 +189,14 @@ def resolve_device(device: str | None) -> str:
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:
-    """'auto' -> float32 on CPU, bfloat16 on a GPU that supports it, else float16."""
+    """The one dtype policy of every step: 'auto' -> float32 on CPU, float16 on an accelerator
+    (as the reference runs Llama). Needs no torch import, so keys can be computed cheaply."""
     dtype = (dtype or "auto").strip().lower()
     if dtype not in DTYPES:
         raise BadInputError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
     if dtype != "auto":
         return dtype
-    if device == "cpu":
-        return "float32"
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
+    return "float32" if device == "cpu" else "float16"
 
 
 # ---- loading ----------------------------------------------------------------------------------
