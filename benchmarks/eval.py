@@ -1,4 +1,5 @@
-"""Benchmark: itictl MC scoring (shared prefix KV cache, batched answers) vs the reference's loop
+"""Benchmark: itictl MC scoring (tree-packed rows: the prefix once per row, whole questions with their
+answers, one forward per ~65k tokens) vs the reference's loop
 (one forward per answer over instruction + primer + question + answer, as TruthfulQA's
 tqa_run_probs / validate_2fold do), on the same model and questions, in one run.
 
@@ -53,7 +54,7 @@ def _embedded_tokenizer_and_model(device: str, dtype):
         return tok, model
 
 
-def load(name: str, device: str):
+def load(name: str, device: str, tokenizer: str | None = None):
     import torch
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
@@ -62,7 +63,12 @@ def load(name: str, device: str):
     if name == "llama2-7b-random":
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        tok, _ = _embedded_tokenizer_and_model("cpu", torch.float32)
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(tokenizer)
+        else:
+            tok, _ = _embedded_tokenizer_and_model("cpu", torch.float32)
         cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                           num_key_value_heads=32, vocab_size=len(tok), max_position_embeddings=4096)
         torch.manual_seed(0)
@@ -79,7 +85,9 @@ def main() -> None:
     ap.add_argument("--model", default="embedded")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--questions", type=int, default=100)
-    ap.add_argument("--batch-rows", type=int, default=64)
+    ap.add_argument("--tokenizer", default=None, help="llama2-7b-random: folder with the embedded tokenizer")
+    ap.add_argument("--batch-tokens", type=int, default=None, help="tokens per forward (default: 65,536 GPU, 4,096 CPU)")
+    ap.add_argument("--row-tokens", type=int, default=None, help="packed row length (default 1,024)")
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "truthfulqa"))
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
@@ -89,7 +97,7 @@ def main() -> None:
     from itictl.evaluate.mc import groups_for, mc_items, mc_metrics, score_groups, score_groups_naive
 
     torch.set_grad_enabled(False)
-    tok, model = load(a.model, a.device)
+    tok, model = load(a.model, a.device, a.tokenizer)
     items = mc_items(_questions(Path(a.data), a.questions))
     prefix, groups = groups_for(items, "default", "qa", None)
     n_answers = sum(len(g.continuations) for g in groups)
@@ -98,11 +106,12 @@ def main() -> None:
         if a.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    score_groups(model, tok, prefix, groups[:2], batch_rows=a.batch_rows)  # warm-up
+    kw = {"batch_tokens": a.batch_tokens, "row_tokens": a.row_tokens}
+    score_groups(model, tok, prefix, groups if a.device.startswith("cuda") else groups[:2], **kw)  # warm-up
     sync()
     t0 = time.perf_counter()
     stats: dict = {}
-    fast = score_groups(model, tok, prefix, groups, batch_rows=a.batch_rows, stats=stats)
+    fast = score_groups(model, tok, prefix, groups, stats=stats, **kw)
     sync()
     t_fast = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -5,8 +5,9 @@ Reference method (honest_llama get_activations.py, re-implemented here): one pro
 `output_hidden_states=True` on the full causal LM, and per-prompt numpy copies of the stacked
 hidden states and collector states (last token kept).
 
-itictl: length-sorted token-budgeted batches, question-prefix sharing, decoder stack only, hooks
-that gather the last token on device, one device->host copy per chunk.
+itictl: tree-packed rows (a question prefix once, its answers after it under a tree mask; rows
+nearly full), token-budgeted forwards, decoder stack only, hooks that gather the last token on
+device, one device->host copy per chunk.
 
 Both collect head-wise [N, L, H·D] and layer-wise [N, L+1, hidden] activations.
 
@@ -55,6 +56,16 @@ def embedded_model(args, dtype, device):
     store.ensure()
     art = ensure_model(store, None)
     return load_model(store, art, dtype=dtype, device=device)
+
+
+def tokenizer_only(path):
+    """The embedded model's tokenizer saved as a folder (lets the random-weight benchmarks run
+    where the GGUF is absent)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer
+
+    return SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(path))
 
 
 def llama2_7b_random(dtype, device, layers: int | None = None):
@@ -137,23 +148,15 @@ def reference_method(pv_model, collectors, items, device):
     return np.stack(heads), np.stack(layers)
 
 
-def itictl_method(model, items, device, batch_tokens):
-    import numpy as np
-    import torch
+def itictl_method(model, items, device, batch_tokens, row_tokens=None):
+    """As `itictl extract` computes: planned, packed forwards; activations in the store dtype
+    (float16 for a float16 model, float32 on the CPU) copied to host arrays in prompt order while
+    the next forwards run."""
+    from itictl.extraction.engine import collect_to_host, plan_batches
 
-    from itictl.extraction.engine import cache_token_budget, plan_batches, run_batches
-
-    batches = plan_batches(items, range(len(items)), batch_tokens, cache_token_budget(model, device, batch_tokens))
-    chunk_rows, chunk_h, chunk_l = [], [], []
-    for rows, h, l in run_batches(model, items, batches, layer_wise=True, device=device, pad_id=0):
-        chunk_rows.extend(rows)
-        chunk_h.append(h)
-        chunk_l.append(l)
-    idx = np.asarray(chunk_rows)
-    head = torch.cat(chunk_h).float().cpu().numpy()
-    layer = torch.cat(chunk_l).float().cpu().numpy()
-    order = np.argsort(idx)
-    return head[order], layer[order], batches
+    batches = plan_batches(items, range(len(items)), batch_tokens, row_tokens=row_tokens)
+    out = collect_to_host(model, items, batches, layer_wise=True, device=device, pad_id=0)
+    return out["head_wise"], out["layer_wise"], batches
 
 
 def main(argv=None) -> int:
@@ -169,6 +172,11 @@ def main(argv=None) -> int:
                    help="run the reference on the first N prompts only and scale its time (default: all prompts)")
     p.add_argument("--dtype", default=None, help="float32 (CPU default) | float16 (CUDA default) | bfloat16")
     p.add_argument("--batch-tokens", type=int, default=None)
+    p.add_argument("--tokenizer", default=None,
+                   help="llama2-7b-random: a folder with the embedded tokenizer (instead of loading the model)")
+    p.add_argument("--row-tokens", type=int, default=None, help="packed row length (default 256)")
+    p.add_argument("--also-batch-tokens", type=int, nargs="*", default=[],
+                   help="also time itictl with these --batch-tokens (before the reference)")
     p.add_argument("--no-share", action="store_true", help="disable question-prefix sharing")
     p.add_argument("--json", action="store_true", help="print one JSON line with the results")
     args = p.parse_args(argv)
@@ -185,7 +193,8 @@ def main(argv=None) -> int:
 
     prompts = load_prompts(args)
     t0 = time.time()
-    emb = embedded_model(args, "float32", "cpu") if args.model == "llama2-7b-random" else \
+    emb = (tokenizer_only(args.tokenizer) if args.tokenizer else embedded_model(args, "float32", "cpu")) \
+        if args.model == "llama2-7b-random" else \
         embedded_model(args, str(dtype).split(".")[-1], device)
     items = tokenize_prompts(emb.tokenizer, [pp.text for pp in prompts], [pp.prefix for pp in prompts],
                              share=not args.no_share)
@@ -201,16 +210,28 @@ def main(argv=None) -> int:
     print(f"setup {time.time() - t0:.1f}s: {name}, {len(items)} {args.dataset} prompts, {dtype}, {device}, "
           f"batch_tokens={batch_tokens}", file=sys.stderr)
 
-    pv_model, collectors = reference_collectors(model)
-    # warm-up both paths (allocator, kernels), not timed
-    reference_method(pv_model, collectors, items[:2], device)
-    itictl_method(model, items[:8], device, batch_tokens)
-
+    # itictl first, on the untouched model (the reference's pyvene wrapper and transformers'
+    # hidden-state capture hooks stay installed afterwards and would slow any later forward).
+    # Warm-up: the whole run on a GPU (allocator and kernels for every shape), 8 prompts on a CPU.
+    warm = items if device.startswith("cuda") else items[:8]
+    itictl_method(model, warm, device, batch_tokens, args.row_tokens)
     _sync(device)
     t = time.time()
-    head, layer, batches = itictl_method(model, items, device, batch_tokens)
+    head, layer, batches = itictl_method(model, items, device, batch_tokens, args.row_tokens)
     _sync(device)
     t_itictl = time.time() - t
+
+    others = {}
+    for bt in args.also_batch_tokens:  # other forward sizes, same warm-up and timing
+        itictl_method(model, warm, device, bt, args.row_tokens)
+        _sync(device)
+        t = time.time()
+        _, _, b2 = itictl_method(model, items, device, bt, args.row_tokens)
+        _sync(device)
+        others[bt] = {"itictl_s": round(time.time() - t, 3), "forwards": len(b2)}
+
+    pv_model, collectors = reference_collectors(model)
+    reference_method(pv_model, collectors, items[:2], device)  # warm-up, not timed
 
     ref_items = items[: args.ref_limit] if args.ref_limit else items
     _sync(device)
@@ -234,8 +255,12 @@ def main(argv=None) -> int:
         "ratio": round(t_ref / t_itictl, 2),
         "tokens_computed": tokens["real"], "tokens_padded": tokens["padded"], "tokens_unshared": tokens["unshared"],
         "max_abs_diff_head_wise": err_head, "max_abs_head_wise": scale, "max_abs_diff_layer_wise": err_layer,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "forwards": len(batches),
     }
+    for bt, o in others.items():
+        res[f"itictl_s@{bt}"] = o["itictl_s"]
+        res[f"ratio@{bt}"] = round(t_ref / o["itictl_s"], 2)
+        res[f"forwards@{bt}"] = o["forwards"]
     if device.startswith("cuda"):
         from itictl.models.arch import decoder_stack
 

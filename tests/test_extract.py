@@ -72,25 +72,42 @@ def test_bfloat16_batched_within_dtype_tolerance():
 def test_plan_respects_budget_and_covers_everything():
     items = _items(seed=2, questions=12) + [Tokenized(list(range(3, 3 + n))) for n in (4, 9, 2, 15)]
     todo = [i for i in range(len(items)) if i % 5]
-    batches = plan_batches(items, todo, 30, cache_tokens=45)
+    R = max(len(items[i].ids) for i in todo)
+    batches = plan_batches(items, todo, 3 * R, row_tokens=R)
     rows = sorted(r for b in batches for r in b.rows)
     assert rows == sorted(todo)
+    assert plan_batches(items, todo, 3 * R, row_tokens=R) == batches  # deterministic
     for b in batches:
-        if b.shared:
-            p = max(len(x) for x in b.prefixes)
-            assert len(b.prefixes) == 1 or len(b.prefixes) * p <= 45
-            assert [g for ps in b.prefix_splits for g in ps] == list(range(len(b.prefixes)))
-            for ps in b.prefix_splits:
-                assert len(ps) == 1 or len(ps) * max(len(b.prefixes[g]) for g in ps) <= 30
-            assert len(b.row_group) == len(b.rows)
-            assert sorted(r for sp in b.splits for r in sp) == list(range(len(b.rows)))
-            for sp in b.splits:
-                s = max(len(items[b.rows[r]].ids) - items[b.rows[r]].prefix_len for r in sp)
-                assert len(sp) == 1 or (len(sp) * s <= 30 and len(sp) * (p + s) <= 45)
-            for r, i in enumerate(b.rows):  # each row belongs to its group's prefix
-                assert items[i].ids[: items[i].prefix_len] == b.prefixes[b.row_group[r]]
-        else:
-            assert len(b.rows) == 1 or len(b.rows) * max(len(items[i].ids) for i in b.rows) <= 30
+        assert b.packed and len(b.outs) == len(b.rows)
+        fills = [sum(b.units[u].length for u in row) for row in b.layout]
+        assert len(fills) == 1 or len(fills) * max(fills) <= 3 * R
+        for row, f in zip(b.layout, fills):
+            assert len(row) == 1 or f <= R
+        assert sorted(u for row in b.layout for u in row) == list(range(len(b.units)))
+        for i, (u, s) in zip(b.rows, b.outs):  # each prompt = its segment's ancestors + itself
+            unit, chain = b.units[u], []
+            while s >= 0:
+                chain.insert(0, unit.segs[s])
+                s = unit.parents[s]
+            assert sum(chain, []) == items[i].ids
+    # shared prefixes are computed once per unit: fewer real tokens than the prompts hold
+    c = count_tokens(items, batches)
+    assert c["real"] < c["unshared"] and c["padded"] >= c["real"]
+    plain = plan_batches(items, todo, 30, packed=False)
+    assert sorted(r for b in plain for r in b.rows) == sorted(todo)
+    for b in plain:
+        assert not b.packed
+        assert len(b.rows) == 1 or len(b.rows) * max(len(items[i].ids) for i in b.rows) <= 30
+
+
+def test_eager_attention_packed_equals_single():
+    model = tiny_llama(layers=2)
+    model.config._attn_implementation = "eager"
+    items = _items(seed=3, questions=5)
+    single = _single(model, items, layer_wise=True)
+    packed = extract_items(model, items, layer_wise=True, batch_tokens=64)
+    np.testing.assert_allclose(packed["head_wise"], single["head_wise"], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(packed["layer_wise"], single["layer_wise"], atol=1e-5, rtol=1e-4)
 
 
 def _bpe_tokenizer():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from itictl.errors import BadInputError
-from itictl.steering import AnswerPositions, intervened, o_proj_list
+from itictl.steering import AnswerPositions, TokenMask, intervened, o_proj_list
 from tests.helpers import tiny_llama
 
 H, D = 4, 8
@@ -42,6 +42,28 @@ def test_answer_positions_change_answer_tokens_only_in_every_row(model):
         # lp[:, t-1] scores token t from positions < t; tokens up to s (inclusive) see only prompt positions
         assert torch.allclose(base[b, : s], steered[b, : s], atol=1e-10), f"row {b}: prompt scores moved"
         assert (base[b, s:] - steered[b, s:]).abs().min() > 1e-6, f"row {b}: some answer token unchanged"
+
+
+def test_token_mask_edits_exactly_the_marked_tokens(model):
+    # two disjoint spans in one row (packed scoring) and none in the other: layer 1's o_proj output
+    # (seen after the steering pre-hook) changes exactly at the marked tokens
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, 128, (2, 10), generator=g)
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[0, 2:4] = True
+    mask[0, 7:9] = True
+    mod = o_proj_list(model)[1]
+    outs: list[torch.Tensor] = []
+    h = mod.register_forward_hook(lambda m, a, o: outs.append(o.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(input_ids=ids)
+            with intervened(model, {1: make_deltas()[1]}, TokenMask(mask)):
+                model(input_ids=ids)
+    finally:
+        h.remove()
+    changed = (outs[1] - outs[0]).abs().amax(-1) > 1e-9
+    assert torch.equal(changed, mask)
 
 
 def test_answer_positions_end_bounds_the_edit(model):

@@ -48,8 +48,9 @@ class BakeInfo:
                 " o_proj of layers without an intervention) are stored as explicit zeros, so they change nothing."]
 
 
-def residual_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:  # noqa: F821
-    """{layer: W_o·δ_l} as float32 [hidden] tensors on the CPU (the residual-stream direction)."""
+def _layer_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:  # noqa: F821
+    """{layer: W_o·δ_l} as float32 [hidden] tensors computed on layer l's own device (model-parallel
+    models keep each layer's weights where they are; only δ_l moves)."""
     import torch
 
     from itictl.models.arch import o_proj_modules, out_proj_matrix
@@ -61,13 +62,21 @@ def residual_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"
         if not 0 <= layer < len(mods):
             raise BadInputError(f"intervention on layer {layer} but the model has {len(mods)} layers",
                                 "use an intervention made for this model")
-        w = out_proj_matrix(mods[layer]).detach().to("cpu", torch.float32)  # [hidden, H·D]
-        d = d.detach().reshape(-1).to("cpu", torch.float32)  # [H·D]
+        w = out_proj_matrix(mods[layer]).detach()  # [hidden, H·D] on the layer's device
+        if w.device.type == "meta":
+            raise UnsupportedError(f"layer {layer}'s weights are offloaded (not in memory); cannot bake them",
+                                   "use a --device-map that fits the model on the GPUs, or bake on the CPU")
+        d = d.detach().reshape(-1).to(w.device, torch.float32)  # [H·D]
         if w.shape[1] != d.numel():
             raise BadInputError(f"intervention for layer {layer} has {d.numel()} features but o_proj takes {w.shape[1]}",
                                 "use an intervention made for this model")
-        out[layer] = w @ d  # [hidden]
+        out[layer] = w.to(torch.float32) @ d  # [hidden], fp32 on the layer's device
     return out
+
+
+def residual_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:  # noqa: F821
+    """{layer: W_o·δ_l} as float32 [hidden] tensors on the CPU (the residual-stream direction)."""
+    return {layer: s.cpu() for layer, s in _layer_shifts(model, deltas).items()}
 
 
 def _enable_biases(model) -> tuple[list[tuple], BakeInfo]:
@@ -112,7 +121,7 @@ def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa:
 
     from itictl.models.arch import o_proj_modules
 
-    shifts = residual_shifts(model, deltas)
+    shifts = _layer_shifts(model, deltas)  # each on its layer's device
     mods = o_proj_modules(model)
     undo: list[tuple] = []
     info = BakeInfo(layers=sorted(shifts))
@@ -138,10 +147,15 @@ def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa:
 
 
 def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) -> BakeInfo:  # noqa: F821
-    """Write a plain HF folder (safetensors, config, generation config, tokenizer) with the bake."""
+    """Write a plain HF folder (safetensors, config, generation config, tokenizer) with the bake.
+
+    A model dispatched across devices is saved as it is (each tensor is copied to the CPU as it is
+    written, so the whole model is never gathered in host memory); the folder has no device map."""
+    from itictl.models.loading import hf_quiet
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with baked(model, deltas) as info:
+    with baked(model, deltas) as info, hf_quiet():  # no "Writing model shards" bar under -q
         model.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
@@ -166,14 +180,33 @@ def intervention_of_last_eval(store, out=None):
     return chosen
 
 
-def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "cpu"):
-    """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached)."""
-    from itictl.modelcard import model_of, render_card
+def _compute_device(device: str, dmap) -> str:
+    """'cpu' or 'cuda' as far as the dtype policy is concerned (a map on GPUs counts as cuda)."""
+    if dmap is None and (device or "cpu") != "auto":
+        return "cpu" if (device or "cpu") == "cpu" else "cuda"
+    if isinstance(dmap, dict):
+        return "cpu" if all(str(v) == "cpu" for v in dmap.values()) else "cuda"
+    import torch
 
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "cpu",
+             device_map: str | dict | None = None):
+    """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached).
+
+    device_map ('auto' | 'balanced' | 'sequential' | {module: device}) loads a model too large for
+    one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
+    map is part of the key (the baked weights agree within the dtype's rounding)."""
+    from itictl.modelcard import model_of, render_card
+    from itictl.models.loading import parse_device_map, resolve_dtype
+
+    dmap = parse_device_map(device_map)  # a bad map fails before any work
     if intervention_art.kind != "intervention":
         raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
                             "pass an intervention ref (see `itictl store ls --kind intervention`)")
     model_art = model_of(store, intervention_art)
+    dtype = resolve_dtype(dtype, _compute_device(device, dmap))  # the key holds the dtype really used
     params = {"dtype": dtype}
     parents = {"intervention": intervention_art.key, "model": model_art.key}
 
@@ -184,7 +217,7 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
         deltas = deltas_of(intervention_art)
         if not deltas:
             raise BadInputError(f"intervention {intervention_art.key[:12]} has no layers", "intervene on K >= 1 heads")
-        lm = load_model(store, model_art, dtype=dtype, device=device, fresh=True)  # a private copy
+        lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap, fresh=True)  # private copy
         info = bake_folder(lm.model, lm.tokenizer, deltas, ctx.out / "model")
         card = render_card(store, intervention_art, what="baked-model", notes=info.notes())
         (ctx.out / "README.md").write_text(card, encoding="utf-8")

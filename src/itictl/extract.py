@@ -75,8 +75,17 @@ def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
     return store_dtype
 
 
-def default_batch_tokens(device: str) -> int:
-    return 4096 if device == "cpu" else 65536  # H100, Llama-2-7B fp16: 12.0 s vs 17.8 s at 32768 (docs/benchmarks.md)
+def default_batch_tokens(device: str, total_tokens: int | None = None) -> int:
+    """--batch-tokens when not given: 4096 on CPU. On an accelerator 65536, but given the prompts' total token count,
+    small enough that the plan has ~64 forwards or more (never below 4096): a plan of 2 huge
+    batches (all of tqa_mc2 at 65536) cannot be shared among data-parallel ranks, and the plan
+    must not depend on the world size (so that the payload is bit-identical to one process's)."""
+    if str(device).startswith("cpu"):
+        return 4096
+    if not total_tokens:
+        return 65536
+    per = -(-int(total_tokens) // 64)
+    return int(min(65536, max(4096, 1 << (per - 1).bit_length())))
 
 
 def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str, seed: int,
@@ -92,14 +101,62 @@ def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str,
 def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | None, *, limit: int | None = None,
                 layer_wise: bool = False, dtype: str = "auto", device: str = "auto",
                 batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None,
-                revision: str | None = None):
+                revision: str | None = None, dist=None, device_map: str | None = None):
     """-> (Artifact, cached). The key is computed from the model and dataset identities first;
-    the model is loaded only when the artifact has to be built."""
+    the model is loaded only when the artifact has to be built. `dist` (a DistContext, default
+    itictl.distributed.current()) with world > 1 runs the data-parallel protocol: every rank
+    calls this with the same arguments; the artifact is identical to a single-process run's."""
+    from itictl import distributed
+
+    dist = dist or distributed.current()
+    check_device_map(device_map, dist)
+    if batch_tokens is not None and batch_tokens < 1:
+        raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
+
+    def resolve():
+        return _key_inputs(store, model_spec, fmt, data_dir, limit=limit, layer_wise=layer_wise, dtype=dtype,
+                           device=device, seed=seed, store_dtype=store_dtype, out=out, revision=revision)
+
+    if not dist.distributed:
+        params, model_art, ds_art = resolve()
+
+        def build(ctx) -> None:
+            from itictl.models import resolve_device as models_resolve_device
+
+            real_dev = models_resolve_device(device)
+            _build(ctx, store, model_art, ds_art, params, device=real_dev, batch_tokens=batch_tokens, out=out,
+                   device_map=device_map)
+
+        return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
+    return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out)
+
+
+DEVICE_MAPS = ("auto", "balanced", "sequential")
+
+
+def check_device_map(device_map: str | None, dist=None) -> None:
+    """--device-map is one of DEVICE_MAPS and is not combined with data parallelism."""
+    from itictl.errors import UsageError
+
+    if device_map is None:
+        return
+    if device_map not in DEVICE_MAPS:
+        raise UsageError(f"unknown --device-map {device_map!r}", f"use one of {', '.join(DEVICE_MAPS)}")
+    if dist is not None and dist.distributed:
+        raise UsageError("--device-map cannot be combined with torchrun data parallelism (world size "
+                         f"{dist.world_size})", "run model-parallel jobs as one process: `itictl extract --device-map auto`")
+
+
+def _parents(model_art, ds_art) -> dict[str, str]:
+    return {"model": model_art.key, "dataset": ds_art.key}
+
+
+def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, device, seed, store_dtype, out,
+                revision):
+    """-> (params, model artifact, dataset artifact): everything the key depends on."""
     from itictl.data import ensure_dataset
     from itictl.models import ensure_model
 
-    if batch_tokens is not None and batch_tokens < 1:
-        raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
     dev = _cheap_auto_device() if (device or "auto").lower() == "auto" else resolve_device(device)
     from itictl.models import resolve_dtype
 
@@ -115,16 +172,42 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
 
         if limit >= prompt_count(read_dataset(ds_art), fmt):
             params["limit"] = None  # --limit past the end is the full set: same key, no duplicate object
-    parents = {"model": model_art.key, "dataset": ds_art.key}
+    return params, model_art, ds_art
 
-    def build(ctx) -> None:
-        from itictl.models import resolve_device as models_resolve_device
 
-        real_dev = models_resolve_device(device)
-        _build(ctx, store, model_art, ds_art, params, device=real_dev,
-               batch_tokens=batch_tokens or default_batch_tokens(real_dev), out=out)
+def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | None, out):
+    """The data-parallel protocol (every rank runs it; phases are collective, see distributed.py):
 
-    return store.produce("activations", params, parents, build, step_version=STEP_VERSION)
+    1. rank 0 resolves the key (creating the model/dataset objects once), then the other ranks
+       resolve theirs; all must agree.
+    2. distributed.produce: rank 0 holds the key lock and commits; if the artifact is cached every
+       rank returns it.
+    3. in extract_to_h5 every rank loads the model, plans all batches exactly like a single process,
+       computes the batches assigned to it into tmp/KEY.work/rankR/, and rank 0 merges them into
+       the one activations.h5 that produce then commits; the others then open the artifact."""
+    from itictl import distributed as D
+
+    main = dist.is_main
+    box: dict[str, Any] = {}
+
+    def resolve_here(first: bool):
+        if main == first:
+            params, model_art, ds_art = resolve()
+            box.update(params=params, model=model_art, ds=ds_art)
+            return store.key_for("activations", params, _parents(model_art, ds_art), step_version=STEP_VERSION)
+        return None
+
+    k0 = D.run_phase("resolving the key", lambda: resolve_here(True), dist)[0]  # rank 0 first: makes model/dataset objects once
+    keys = D.run_phase("resolving the key", lambda: resolve_here(False), dist)
+    key = D.same([k0] + keys[1:], "activations key")
+    params, model_art, ds_art = box["params"], box["model"], box["ds"]
+
+    def build(ctx) -> None:  # ctx None on ranks > 0
+        _build(ctx, store, model_art, ds_art, params, device=device, batch_tokens=batch_tokens,
+               out=out if main else None, dist=dist, work=store.work_dir(key))
+
+    return D.produce(store, dist, "activations", params, _parents(model_art, ds_art), build,
+                     step_version=STEP_VERSION)
 
 
 # ---- building ---------------------------------------------------------------------------------
@@ -136,11 +219,21 @@ def _torch_dtype(name: str):
 
 
 def _chunk_files(work: Path) -> list[Path]:
-    return sorted(work.glob("chunk_*.npz")) if work.is_dir() else []
+    """Completed chunks: a single process's (work/chunk_*.npz) and every rank's (work/rankR/)."""
+    if not work.is_dir():
+        return []
+    return sorted(work.glob("chunk_*.npz")) + sorted(work.glob("rank*/chunk_*.npz"))
+
+
+def rank_work_dir(work: Path, dist) -> Path:
+    """Where this rank writes its chunks: `work` itself for a single process, else work/rankR."""
+    return work / f"rank{dist.rank}" if dist.distributed else work
 
 
 def _load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
     """Completed chunks of an earlier, interrupted run with the same plan (else start afresh)."""
+    import shutil
+
     plan_file = work / "plan.json"
     if work.is_dir():
         try:
@@ -151,6 +244,8 @@ def _load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
             for p in work.iterdir():
                 if p.is_file():
                     p.unlink()
+                elif p.is_dir() and p.name.startswith("rank"):
+                    shutil.rmtree(p, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / "plan.json.tmp"
     tmp.write_text(json.dumps(plan, sort_keys=True))
@@ -180,82 +275,80 @@ def _save_chunk(work: Path, seq: int, idx: np.ndarray, head: np.ndarray, resid: 
     return final
 
 
-def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str, batch_tokens: int, out) -> None:
+def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str, batch_tokens: int | None, out,
+           dist=None, work: Path | None = None, device_map: str | None = None) -> None:
+    """Load the model and run extract_to_h5. With world > 1 every rank calls this (rank 0 with
+    the store's BuildContext, the others with ctx=None and the key's work dir); `device` is then
+    the --device option, mapped to this rank's GPU here."""
+    from itictl import distributed as D
     from itictl.data import build_prompts, read_dataset
     from itictl.models import load_model
+    from itictl.models import resolve_device as models_resolve_device
 
+    dist = dist or D.SINGLE
     fmt = params["format"]
-    prompts = build_prompts(read_dataset(ds_art), fmt, seed=params["seed"] or 0)
-    if params["limit"] is not None:
-        prompts = prompts[: params["limit"]]
-    if not prompts:
-        raise BadInputError(f"the dataset has no {fmt} prompts", "check --data and --dataset")
-    if out is not None:
-        with out.status(f"loading model {model_art.key[:12]} on {device}"):
-            lm = load_model(store, model_art, dtype=params["dtype"], device=device)
-    else:
-        lm = load_model(store, model_art, dtype=params["dtype"], device=device)
-    ctx.meta.update(extract_to_h5(
-        lm.model, lm.tokenizer, prompts, ctx.out / H5_NAME, ctx.work, fmt=fmt, model_key=model_art.key,
-        dtype=params["dtype"], layer_wise=params["layer_wise"], store_dtype=params["store_dtype"],
-        batch_tokens=batch_tokens, device=getattr(lm, "device", None) or device, out=out))
+    got: dict[str, Any] = {}
+
+    def load() -> None:
+        prompts = build_prompts(read_dataset(ds_art), fmt, seed=params["seed"] or 0)
+        if params["limit"] is not None:
+            prompts = prompts[: params["limit"]]
+        if not prompts:
+            raise BadInputError(f"the dataset has no {fmt} prompts", "check --data and --dataset")
+        dev = models_resolve_device(D.rank_device(dist, device)) if dist.distributed else device
+        kw: dict[str, Any] = {"device_map": device_map} if device_map else {}  # only when set (model parallel)
+        if out is not None:
+            with out.status(f"loading model {model_art.key[:12]} on {dev}"):
+                lm = load_model(store, model_art, dtype=params["dtype"], device=dev, **kw)
+        else:
+            lm = load_model(store, model_art, dtype=params["dtype"], device=dev, **kw)
+        got.update(prompts=prompts, lm=lm, dev=dev)
+
+    D.run_phase("loading the model", load, dist)
+    lm, dev = got["lm"], got["dev"]
+    meta = extract_to_h5(
+        lm.model, lm.tokenizer, got["prompts"], ctx.out / H5_NAME if ctx is not None else None,
+        ctx.work if ctx is not None else work, fmt=fmt, model_key=model_art.key, dtype=params["dtype"],
+        layer_wise=params["layer_wise"], store_dtype=params["store_dtype"],
+        batch_tokens=batch_tokens, device=getattr(lm, "device", None) or dev, out=out,
+        dist=dist)
+    if ctx is not None:
+        ctx.meta.update(meta)
 
 
-def extract_to_h5(model, tokenizer, prompts, h5_path: Path, work: Path, *, fmt: str, model_key: str, dtype: str,
-                  layer_wise: bool, store_dtype: str, batch_tokens: int, device, out=None) -> dict[str, Any]:
-    """Compute (resuming from `work`) and write activations.h5 for `prompts`; returns metadata."""
+def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, store_dtype: str, device, pad_id: int,
+                    advance=lambda k=1: None) -> list[int]:
+    """Run `batches` (engine Batch objects) and save their rows as resumable chunk_*.npz files in
+    `work` (continuing its numbering; a chunk always ends at a yield boundary). -> rows computed."""
     import torch
 
-    from itictl.extraction.engine import (cache_token_budget, count_tokens, pad_token_id, plan_batches, run_batches,
-                                          tokenize_prompts)
-    from itictl.models.arch import head_layout
+    from itictl.extraction.engine import run_batches
 
-    n = len(prompts)
-    layout = head_layout(model)
-    cfg = model.config
-    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
-    items = tokenize_prompts(tokenizer, [p.text for p in prompts], [getattr(p, "prefix", None) for p in prompts])
-    n_tokens = np.array([len(t.ids) for t in items], dtype=np.int32)
-    plan = {"n": n, "L": layout.n_layers, "width": layout.width, "hidden": hidden, "layer_wise": bool(layer_wise),
-            "store_dtype": store_dtype, "tokens_sha": _digest(n_tokens)}
-    state = _load_done(work, plan)
-    done = state["done"]
-    cache_tokens = cache_token_budget(model, device, batch_tokens)
-    # Plan over ALL prompts and skip the batches a killed run completed: chunks end at batch
-    # boundaries, so a resumed run computes exactly the batches an uninterrupted run would (same
-    # padding, same grouping) and the payload digest is identical.
-    batches = [b for b in plan_batches(items, list(range(n)), batch_tokens, cache_tokens)
-               if not all(r in done for r in b.rows)]
-    todo = sorted({r for b in batches for r in b.rows if r not in done})
-    counts = count_tokens(items, batches)
+    work.mkdir(parents=True, exist_ok=True)
     store_dt = _torch_dtype(store_dtype)
-
-    t0 = time.time()
-    files = list(state["files"])
-    seq = 1 + max((int(f.stem.split("_")[1]) for f in files), default=-1)
+    seq = 1 + max((int(f.stem.split("_")[1]) for f in work.glob("chunk_*.npz")), default=-1)
+    computed: list[int] = []
     acc_idx: list[int] = []
     acc_head: list = []
     acc_resid: list = []
+    writer = _ChunkWriter(work, device)
 
     def flush() -> None:
         nonlocal seq
         if not acc_idx:
             return
-        head = torch.cat(acc_head).cpu().numpy()
-        resid = torch.cat(acc_resid).cpu().numpy() if acc_resid else None
-        files.append(_save_chunk(work, seq, np.asarray(acc_idx, dtype=np.int64), head, resid))
+        writer.put(seq, np.asarray(acc_idx, dtype=np.int64), torch.cat(acc_head),
+                   torch.cat(acc_resid) if acc_resid else None)
         seq += 1
         acc_idx.clear()
         acc_head.clear()
         acc_resid.clear()
 
-    progress = out.progress(f"extract {fmt}", total=n, unit="prompts") if out is not None else None
-    advance = progress.__enter__() if progress is not None else (lambda k=1: None)
-    try:
-        advance(len(state["done"]))
+    with writer:
         for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                             pad_id=pad_token_id(tokenizer), out_dtype=store_dt):
+                                             pad_id=pad_id, out_dtype=store_dt):
             acc_idx.extend(rows)
+            computed.extend(rows)
             acc_head.append(head)
             if resid is not None:
                 acc_resid.append(resid)
@@ -263,21 +356,149 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path, work: Path, *, fmt: 
                 flush()
             advance(len(rows))
         flush()
-    finally:
-        if progress is not None:
-            progress.__exit__(None, None, None)
-    compute_s = time.time() - t0
+    return computed
 
-    _write_h5(h5_path, files, prompts, n_tokens, fmt=fmt, dtype=dtype, store_dtype=store_dtype,
+
+class _ChunkWriter:
+    """Writes finished chunks while the device keeps computing: the device->host copy runs on a side
+    stream and the write on a background thread (engine.HostCopies, at most 2 chunks in flight).
+    The first failure stops later writes (no chunk after a failed one is written) and is re-raised
+    in the caller."""
+
+    def __init__(self, work: Path, device: Any = "cpu"):
+        from itictl.extraction.engine import HostCopies
+
+        self.work = work
+        self.copies = HostCopies(device)
+        self.failed = False
+
+    def put(self, seq: int, idx: np.ndarray, head, resid) -> None:
+        def write(arrs: list) -> None:
+            if self.failed:
+                return
+            try:
+                _save_chunk(self.work, seq, idx, arrs[0], arrs[1])
+            except BaseException:
+                self.failed = True
+                raise
+
+        self.copies.submit([head, resid], write)
+
+    def __enter__(self) -> "_ChunkWriter":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is not None:
+            self.failed = True  # the run is dying: write nothing more
+        self.copies.__exit__(exc_type, *exc)
+
+
+def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *, fmt: str, model_key: str, dtype: str,
+                  layer_wise: bool, store_dtype: str, batch_tokens: int | None, device, out=None,
+                  dist=None) -> dict[str, Any]:
+    """Compute (resuming from `work`) and write activations.h5 for `prompts`; returns metadata.
+
+    With `dist` of world > 1 every rank calls this with the same prompts: all ranks plan the
+    batches exactly as one process would (same batch_tokens), each computes the batches assign_balanced gives it into work/rankR/, and rank 0
+    (h5_path set; None elsewhere) merges every chunk into the h5. Same batches -> same numbers,
+    so the payload is bit-identical to a single-process run's."""
+    from itictl import distributed as D
+    from itictl.extraction.engine import count_tokens, pad_token_id, plan_batches, tokenize_prompts
+    from itictl.models.arch import head_layout
+
+    dist = dist or D.SINGLE
+    n = len(prompts)
+    layout = head_layout(model)
+    cfg = model.config
+    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
+    prep: dict[str, Any] = {}
+
+    def plan_phase() -> dict[str, Any]:
+        items = tokenize_prompts(tokenizer, [p.text for p in prompts], [getattr(p, "prefix", None) for p in prompts])
+        n_tokens = np.array([len(t.ids) for t in items], dtype=np.int32)
+        plan = {"n": n, "L": layout.n_layers, "width": layout.width, "hidden": hidden,
+                "layer_wise": bool(layer_wise), "store_dtype": store_dtype, "tokens_sha": _digest(n_tokens)}
+        bt = batch_tokens or default_batch_tokens(str(device), int(n_tokens.sum()))
+        prep.update(items=items, n_tokens=n_tokens)
+        done = sorted(_load_done(work, plan)["done"]) if dist.is_main else None  # rank 0 alone cleans up
+        return {"plan": plan, "batch_tokens": bt, "done": done}
+
+    infos = D.run_phase("planning the batches", plan_phase, dist)
+    D.same([(i["plan"], i["batch_tokens"]) for i in infos], "extraction plan (prompts, tokens, --batch-tokens)")
+    items, n_tokens = prep["items"], prep["n_tokens"]
+    batch_tokens = infos[0]["batch_tokens"]
+    done = set(infos[0]["done"])
+    # Plan over ALL prompts exactly like one process and skip the batches a killed run completed:
+    # chunks end at batch boundaries, so a resumed run computes exactly the batches an
+    # uninterrupted run would (same padding, same grouping) and the payload digest is identical.
+    # Ranks share whole batches of that plan (greedy by padded tokens), which keeps data-parallel
+    # runs bit-identical too: a batch's numbers depend only on its own content and shape.
+    batches = [b for b in plan_batches(items, list(range(n)), batch_tokens)
+               if not all(r in done for r in b.rows)]
+    todo = sorted({r for b in batches for r in b.rows if r not in done})
+    counts = count_tokens(items, batches)
+    owner = D.assign_balanced([count_tokens(items, [b])["padded"] for b in batches], dist.world_size)
+    mine = [b for b, o in zip(batches, owner) if o == dist.rank]
+    if dist.distributed and out is not None and len(batches) < 2 * dist.world_size:
+        out.warn(f"only {len(batches)} batches for {dist.world_size} ranks: some ranks idle "
+                 "(a smaller --batch-tokens gives more, smaller batches)")
+
+    def compute_phase() -> dict[str, Any]:
+        t = time.time()
+        if dist.distributed:
+            desc, total = f"extract {fmt} (rank {dist.rank} of {dist.world_size})", len({r for b in mine for r in b.rows})
+        else:
+            desc, total = f"extract {fmt}", n
+        progress = out.progress(desc, total=total, unit="prompts") if out is not None else None
+        advance = progress.__enter__() if progress is not None else (lambda k=1: None)
+        try:
+            if not dist.distributed:
+                advance(len(done))
+            rows = compute_batches(model, items, mine, rank_work_dir(work, dist), layer_wise=layer_wise,
+                                   store_dtype=store_dtype, device=device, pad_id=pad_token_id(tokenizer),
+                                   advance=advance)
+        finally:
+            if progress is not None:
+                progress.__exit__(None, None, None)
+        return {"rows": len(set(rows)), "compute_s": round(time.time() - t, 3)}
+
+    def warm_phase() -> float:
+        """One forward of each batch shape this rank will run (typically 2: full forwards and the
+        last, smaller one), outputs discarded: kernel loading, cuBLAS/cuDNN plans and allocator
+        growth are paid here, outside compute_s, like the model load."""
+        t = time.time()
+        if mine and str(device).startswith("cuda"):
+            from itictl.extraction.engine import run_batches
+
+            shapes = {}
+            for b in mine:
+                shapes.setdefault((len(b.layout) or len(b.rows), b.packed), b)
+            for _ in run_batches(model, items, list(shapes.values())[:2], layer_wise=layer_wise, device=device,
+                                 pad_id=pad_token_id(tokenizer), out_dtype=_torch_dtype(store_dtype)):
+                pass
+        return round(time.time() - t, 3)
+
+    warm = D.run_phase("warming up", warm_phase, dist)
+    t0 = time.time()
+    stats = D.run_phase("extracting", compute_phase, dist)
+    compute_s = time.time() - t0  # with world > 1: until the slowest rank finished
+    if h5_path is None:
+        return {}
+
+    _write_h5(h5_path, _chunk_files(work), prompts, n_tokens, fmt=fmt, dtype=dtype, store_dtype=store_dtype,
               layer_wise=layer_wise, layout=layout, hidden=hidden, model_key=model_key)
-    return {
+    meta = {
         "n_prompts": n, "L": layout.n_layers, "H": layout.n_heads, "D": layout.head_dim, "hidden": hidden,
-        "device": str(device), "batch_tokens": batch_tokens, "cache_tokens": cache_tokens, "compute_s": round(compute_s, 3),
+        "device": str(device), "batch_tokens": batch_tokens, "warmup_s": max(warm), "compute_s": round(compute_s, 3),
         "prompts_per_s": round(len(todo) / compute_s, 2) if compute_s > 0 and todo else None,
-        "resumed_prompts": len(state["done"]), "computed_prompts": len(todo),
+        "resumed_prompts": len(done), "computed_prompts": len(todo),
         "tokens_real": counts["real"], "tokens_padded": counts["padded"], "tokens_unshared": counts["unshared"],
         "prefix_shared_prompts": int(sum(1 for i in todo if items[i].prefix_len)),
     }
+    if dist.distributed:
+        meta.update(world_size=dist.world_size, rank_compute_s=[s["compute_s"] for s in stats],
+                    rank_prompts=[s["rows"] for s in stats])
+    return meta
 
 
 def _digest(a: np.ndarray) -> str:

@@ -15,8 +15,11 @@ o_proj pre-hooks read:
     (use_cache=False generation re-feeds the whole sequence) are recognised as continuations when
     they start with the recorded prompt ids, otherwise they start a new prompt.
   - AnswerPositions(start[B], end[B] | None): tokens with start ≤ pos < end.
-Deltas are cast per layer to the dtype/device of the activation they are added to (models may be
-split across devices).
+  - TokenMask(mask[B, T]): exactly the marked tokens of the call.
+Model parallel (accelerate device maps): each δ_l is moved once, when the hooks are installed, to
+the device and dtype of layer l's o_proj (its execution device when accelerate manages it), and
+re-cast if an activation arrives elsewhere; masks are copied once per device per call; inputs of
+steered_generate go to the input embeddings' device.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ class AnswerPositions:
     end: Tensor | None = None  # [B] long
 
 
-Positions = Union[str, AnswerPositions]
+@dataclass
+class TokenMask:
+    """Exactly the tokens to edit in the next call(s): mask[b, t] for the call's [B, T] tokens
+    (packed MC scoring: the answer tokens of every packed row)."""
+
+    mask: Tensor  # [B, T] bool
+
+
+Positions = Union[str, AnswerPositions, TokenMask]
 
 
 def o_proj_list(model: nn.Module) -> list[nn.Module]:
@@ -81,6 +92,9 @@ class _PositionState:
         self._mask_on = {}
         if self.positions == "all":
             self.mask = None
+            return
+        if isinstance(self.positions, TokenMask):
+            self.mask = self.positions.mask.bool()
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
         embeds = kwargs.get("inputs_embeds")
@@ -138,6 +152,20 @@ class _PositionState:
         return m
 
 
+def module_device(mod: nn.Module) -> tuple[torch.device | None, torch.dtype | None]:
+    """(device, dtype) a module computes on: accelerate's execution device when a hook manages it
+    (weights may be offloaded to 'meta'), else its weight's; (None, None) when unknown."""
+    w = getattr(mod, "weight", None)
+    dtype = w.dtype if isinstance(w, Tensor) else None
+    hook = getattr(mod, "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    if dev is not None:
+        return (torch.device(f"cuda:{dev}") if isinstance(dev, int) else torch.device(dev)), dtype
+    if isinstance(w, Tensor) and w.device.type != "meta":
+        return w.device, dtype
+    return None, dtype
+
+
 def _check_deltas(deltas: Mapping[int, Tensor], mods: Sequence[nn.Module]) -> None:
     for layer, d in deltas.items():
         if not 0 <= int(layer) < len(mods):
@@ -161,8 +189,11 @@ def intervened(model: nn.Module, deltas: Mapping[int, Tensor], positions: Positi
     handles = []
     base = {int(k): v.detach().reshape(-1) for k, v in deltas.items()}
 
-    def make_hook(delta: Tensor):
+    def make_hook(delta: Tensor, mod: nn.Module):
         cast: dict[tuple, Tensor] = {}
+        dev, dtype = module_device(mod)
+        if dev is not None and dtype is not None:  # place δ_l on layer l's device up front
+            cast[(dtype, dev)] = delta.to(device=dev, dtype=dtype)
 
         def hook(_mod, args):
             x = args[0]  # [B, T, H·D]
@@ -185,7 +216,7 @@ def intervened(model: nn.Module, deltas: Mapping[int, Tensor], positions: Positi
         handles.append(decoder_module(model).register_forward_pre_hook(
             lambda _m, a, kw: st.begin_call(a, kw), with_kwargs=True))
         for layer, d in base.items():
-            handles.append(mods[layer].register_forward_pre_hook(make_hook(d)))
+            handles.append(mods[layer].register_forward_pre_hook(make_hook(d, mods[layer])))
         yield
     finally:
         for h in handles:
@@ -216,7 +247,9 @@ def steered_generate(model, tokenizer, prompts: Sequence[str], deltas: Mapping[i
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
     finally:
         tokenizer.padding_side = old_side
-    dev = next(model.parameters()).device
+    from itictl.models.loading import input_device
+
+    dev = input_device(model)
     enc = {k: v.to(dev) for k, v in enc.items()}
     ctx = intervened(model, deltas, positions) if deltas else contextlib.nullcontext()
     with ctx:

@@ -1,4 +1,4 @@
-"""The Hub code paths, run for real against a local HTTP fake of the Hub's file API."""
+"""The Hub code paths, run for real against the local HTTP fake of the Hub (tests/fake_hub.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from itictl.data import load_transfer, load_truthfulqa
 from itictl.errors import NotFoundError, RemoteError
-from tests.data.fake_hf_files import FakeFileHub
+from tests.fake_hub import FakeHub
 
 pa = pytest.importorskip("pyarrow")
 import pyarrow.parquet as pq  # noqa: E402
@@ -50,7 +50,7 @@ def hf_env(tmp_path, monkeypatch):
 
 
 def test_truthfulqa_from_the_hub_equals_the_local_table(hf_env, tqa, tqa_dir):
-    with FakeFileHub({"truthfulqa/truthful_qa": _hub_truthfulqa(tqa_dir)}) as hub:
+    with FakeHub(datasets={"truthfulqa/truthful_qa": _hub_truthfulqa(tqa_dir)}) as hub:
         hf_env.setenv("HF_ENDPOINT", hub.url)
         t = load_truthfulqa(None)
         assert any(path.endswith("generation/validation-00000-of-00001.parquet") for _, path in hub.requests)
@@ -63,7 +63,7 @@ def test_truthfulqa_from_the_hub_equals_the_local_table(hf_env, tqa, tqa_dir):
 
 def test_truthfulqa_hub_file_names_are_looked_up_when_they_change(hf_env, tqa, tqa_dir):
     files = {k.replace("00001.parquet", "00001-3f2a.parquet"): v for k, v in _hub_truthfulqa(tqa_dir).items()}
-    with FakeFileHub({"truthfulqa/truthful_qa": files}) as hub:
+    with FakeHub(datasets={"truthfulqa/truthful_qa": files}) as hub:
         hf_env.setenv("HF_ENDPOINT", hub.url)
         assert load_truthfulqa(None).digest == tqa.digest
         assert any("/api/datasets/truthfulqa/truthful_qa/tree/" in path for _, path in hub.requests)
@@ -89,7 +89,7 @@ def test_unreachable_hub_fails_fast(hf_env):
 def test_transfer_set_from_the_hub(hf_env):
     rows = [{"question": "who wrote hamlet", "answer": ["Shakespeare"], "false_answer": "Marlowe"}]
     files = {"data/validation-00000-of-00001-abc.parquet": _parquet(rows), "README.md": b"x"}
-    with FakeFileHub({"OamPatel/iti_nq_open_val": files}) as hub:
+    with FakeHub(datasets={"OamPatel/iti_nq_open_val": files}) as hub:
         hf_env.setenv("HF_ENDPOINT", hub.url)
         items = load_transfer("nq_open")
         assert items[0].question == "who wrote hamlet" and items[0].answers == ["Shakespeare"]

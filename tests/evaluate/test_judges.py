@@ -95,3 +95,54 @@ def test_hf_judge_matches_next_token_probability(tiny_model_dir, tiny_tok, tiny_
         want = sum(logp[i - 1, full[i]].item() for i in range(len(base), len(full)))
         assert got == pytest.approx(float(torch.tensor(want).exp()), rel=1e-4)
         assert 0.0 < got < 1.0
+
+
+def _folder_files(d) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+
+
+def test_hf_judge_revision_is_resolved_and_downloaded_from_the_hub(tiny_model_dir, tmp_path, monkeypatch):
+    """hf:ORG/NAME@REV: the revision goes to the Hub (model_info), the judge's identity is the
+    resolved commit, and the weights are downloaded at that commit (local fake Hub, real client)."""
+    from tests.fake_hub import FakeHub
+
+    files = _folder_files(tiny_model_dir)
+    assert any(n.endswith(".safetensors") for n in files)
+    repo = "someorg/tiny-judge"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    with FakeHub(models={repo: {"revisions": {"main": {"config.json": b"{}"}, "v1": files}}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        local = parse_judge(f"hf:{tiny_model_dir}").score(PAIRS)
+        j = parse_judge(f"hf:{repo}@v1")
+        commit = hub.commit("models", repo, "v1")
+        assert j.identity == {"type": "hf", "source": "hub", "repo": repo, "commit": commit}
+        assert j.spec == f"hf:{repo}@v1"
+        assert ("GET", f"/api/models/{repo}/revision/v1") in hub.requests
+        assert not any("/resolve/" in p for _, p in hub.requests)  # weights load lazily
+        got = j.score(PAIRS)
+        resolved = [p for _, p in hub.requests if "/resolve/" in p]
+        assert resolved and all(f"/{repo}/resolve/{commit}/" in p for p in resolved)
+        assert any(p.endswith("/model.safetensors") for p in resolved)
+        assert got == pytest.approx(local, rel=1e-5)  # same weights as the folder
+        # an alias takes its pinned revision unless @REV overrides it; no revision -> main's commit
+        from itictl.evaluate import judges as J
+
+        monkeypatch.setitem(J.HF_JUDGES, "tiny", {"repo": repo, "revision": "v1", "kind": "truth"})
+        assert parse_judge("hf:tiny").identity["commit"] == commit
+        assert parse_judge("hf:tiny@main").identity["commit"] == hub.commit("models", repo, "main")
+        assert parse_judge(f"hf:{repo}").identity["commit"] == hub.commit("models", repo, "main")
+        from itictl.errors import NotFoundError
+
+        with pytest.raises(NotFoundError, match="revision 'nope' not found"):
+            parse_judge(f"hf:{repo}@nope")
+    # offline: the cached snapshot serves the same commit without a server
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    off = parse_judge(f"hf:{repo}@{commit}")
+    assert off.identity["commit"] == commit and off.score(PAIRS) == pytest.approx(local, rel=1e-5)
+
+
+def test_hf_judge_folder_rejects_a_revision(tiny_model_dir):
+    with pytest.raises(BadInputError, match="cannot take a revision"):
+        parse_judge(f"hf:{tiny_model_dir}@v1")

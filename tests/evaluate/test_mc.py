@@ -22,9 +22,9 @@ def _steer(model, deltas):
     from itictl.steering import AnswerPositions, intervened
 
     def steer(pos):
-        if isinstance(pos, str):
-            return intervened(model, deltas, pos)
-        return intervened(model, deltas, AnswerPositions(torch.tensor(pos)))
+        if isinstance(pos, list):  # per-row answer starts
+            return intervened(model, deltas, AnswerPositions(torch.tensor(pos)))
+        return intervened(model, deltas, pos)  # 'all' or a TokenMask
 
     return steer
 
@@ -37,7 +37,7 @@ def test_shared_prefix_equals_naive(tiny_model, tiny_tok, with_intervention):
     deltas = {0: torch.randn(hd, generator=g) * 3, 1: torch.randn(hd, generator=g) * 3}
     steer = _steer(tiny_model, deltas) if with_intervention else None
     stats = {}
-    fast = score_groups(tiny_model, tiny_tok, prefix, groups, steer=steer, batch_rows=5, stats=stats)
+    fast = score_groups(tiny_model, tiny_tok, prefix, groups, steer=steer, batch_tokens=200, row_tokens=100, stats=stats)
     slow = score_groups_naive(tiny_model, tiny_tok, groups, steer=steer)
     assert stats["fallback_rows"] == 0 and stats["prefix_tokens"] > 50 and not prefix.endswith(" ")
     for a, b in zip(fast, slow):
@@ -98,3 +98,16 @@ def test_reference_conventions():
     prefix, groups = groups_for([it], "default", "qa", None)
     assert groups[0].context.startswith(prefix) and groups[0].context.endswith("\n\nQ: Q?\nA:")
     assert groups[0].continuations[0] == " Best one."
+
+
+def test_packed_eager_attention_equals_naive(tiny_tok):
+    # eager attention takes the tree mask as an additive float mask
+    from tests.helpers import tiny_llama
+
+    model = tiny_llama(seed=3, vocab=len(tiny_tok))
+    model.config._attn_implementation = "eager"
+    prefix, groups = groups_for(ITEMS, "default", "qa", None)
+    fast = score_groups(model, tiny_tok, prefix, groups, batch_tokens=300, row_tokens=150)
+    slow = score_groups_naive(model, tiny_tok, groups)
+    for a, b in zip(fast, slow):
+        assert a == pytest.approx(b, abs=2e-3)

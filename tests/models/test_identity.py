@@ -3,17 +3,15 @@ offline cache, and a local HTTP fake of the Hub API (the real huggingface_hub co
 
 from __future__ import annotations
 
-import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from itictl.errors import BadInputError, NotFoundError, RemoteError
 from itictl.models import resolve_model
 from itictl.models.embedded import read_gguf_header
+from tests.fake_hub import FakeHub
 from tests.models.tiny import tiny_folder
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -117,59 +115,15 @@ def test_hub_offline_mode(hub_env, monkeypatch, store):
         resolve_model("someorg/somemodel", store, revision="v2")
 
 
-class _FakeHubApi:
-    """GET /api/models/ORG/NAME[/revision/REV] -> {"id", "sha"}; unknown repos 404 RepoNotFound."""
-
-    def __init__(self, repos: dict[str, dict[str, str]]):
-        self.repos = repos
-        self.seen: list[str] = []
-        fake = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):  # noqa: N802
-                fake.seen.append(self.path)
-                parts = self.path.split("?")[0].split("/")
-                repo = "/".join(parts[3:5])
-                rev = parts[6] if len(parts) > 6 else "main"
-                sha = fake.repos.get(repo, {}).get(rev)
-                if sha is None:
-                    code, doc, hdr = 404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"}
-                    if repo in fake.repos:
-                        hdr = {"X-Error-Code": "RevisionNotFound"}
-                else:
-                    code, doc, hdr = 200, {"id": repo, "modelId": repo, "sha": sha, "private": False}, {}
-                body = json.dumps(doc).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in hdr.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_hub_commit_from_fake_hub_api(hub_env, monkeypatch, store):
-    fake = _FakeHubApi({"meta-llama/Llama-2-7b-chat-hf": {"main": COMMIT, "v1": "f" * 40}})
-    try:
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    repo = "meta-llama/Llama-2-7b-chat-hf"
+    with FakeHub(models={repo: {"revisions": {"main": {}, "v1": {}}, "commits": {"main": COMMIT, "v1": "f" * 40}}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
         ref = resolve_model("llama2_chat_7B", store)
-        assert ref.identity == {"source": "hub", "repo": "meta-llama/Llama-2-7b-chat-hf", "commit": COMMIT}
-        assert resolve_model("meta-llama/Llama-2-7b-chat-hf", store, revision="v1").identity["commit"] == "f" * 40
+        assert ref.identity == {"source": "hub", "repo": repo, "commit": COMMIT}
+        assert resolve_model(repo, store, revision="v1").identity["commit"] == "f" * 40
         with pytest.raises(NotFoundError, match="revision"):
-            resolve_model("meta-llama/Llama-2-7b-chat-hf", store, revision="nope")
+            resolve_model(repo, store, revision="nope")
         with pytest.raises(NotFoundError, match="not found on the Hub"):
             resolve_model("nobody/nothing", store)
-        assert any("/api/models/meta-llama/Llama-2-7b-chat-hf" in p for p in fake.seen)
-    finally:
-        fake.close()
+        assert any(p.startswith(f"/api/models/{repo}") for _, p in hub.requests)

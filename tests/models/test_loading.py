@@ -102,3 +102,10 @@ def test_hub_model_from_offline_cache(tmp_path, monkeypatch, store):
     folder_lm = load_model(store, ensure_model(store, str(src)), device="cpu")
     ids = [1, 5, 9, 11]
     assert torch.equal(_logits(lm.model, ids), _logits(folder_lm.model, ids))
+    # model parallel from the same offline cache: accelerate's 'auto' map and an explicit map
+    # (checked against the cached config, offline) give the same logits
+    auto = load_model(store, art, device="cpu", device_map="auto")
+    whole = load_model(store, art, device="cpu", device_map={"model": "cpu", "lm_head": "cpu"})
+    assert auto is not lm and whole is not auto and auto.device == "cpu"
+    assert torch.equal(_logits(auto.model, ids), _logits(lm.model, ids))
+    assert torch.equal(_logits(whole.model, ids), _logits(lm.model, ids))

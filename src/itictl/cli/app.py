@@ -58,6 +58,10 @@ def _root(
     st.out.json_mode = json_mode
     st.out.quiet = quiet
     st.out.verbose = verbose
+    if quiet:  # transformers' own progress bars and warnings too (torch-free import)
+        from itictl.models.loading import set_load_quiet
+
+        set_load_quiet(True)
 
 
 app.command("extract", help=extract.HELP)(extract.extract)

@@ -20,14 +20,20 @@ model intervenes on every token, prompt included. With no REF, bakes the interve
 def bake(
     ctx: typer.Context,
     ref: Optional[str] = typer.Argument(None, help="Intervention ref (default: the intervention of `last-eval`)."),
-    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype of the baked model: auto (the model's), float32, bfloat16, float16."),
+    dtype: str = typer.Option("auto", "--dtype", help="Weights dtype of the baked model: auto (float32 on CPU, float16 on GPUs), float32, bfloat16, float16."),
     device: str = typer.Option("cpu", "--device", help="Where to load the model while baking (cpu, cuda, auto)."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
+                                             help="Split a model too large for one device: auto, balanced, sequential (accelerate) or a JSON {module: device} object; overrides --device."),
     tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
 ) -> None:
     from itictl.bake import intervention_of_last_eval, run_bake
     from itictl.errors import BadInputError
 
+    from itictl.models.loading import parse_device_map, set_load_quiet
+
     st = state(ctx)
+    set_load_quiet(st.out.quiet)
+    dmap = parse_device_map(device_map)  # exit 4 before any store work
     store = st.store
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise BadInputError(f"unknown dtype {dtype!r}", "use auto, float32, bfloat16 or float16")
@@ -38,7 +44,7 @@ def bake(
             raise BadInputError(f"invalid ref name {tag!r}", "use letters, digits, '.', '_' and '-' only")
     inter = store.open(ref) if ref else intervention_of_last_eval(store, st.out)
     with store.lease():
-        art, cached = run_bake(store, inter, st.out, dtype=dtype, device=device)
+        art, cached = run_bake(store, inter, st.out, dtype=dtype, device=device, device_map=dmap)
     store.tag("last-bake", art.key)
     if tag:
         store.tag(tag, art.key)

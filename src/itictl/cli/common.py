@@ -75,3 +75,27 @@ def not_built(name: str, issue: str) -> None:
     from itictl.errors import NotBuiltError
 
     raise NotBuiltError(f"`itictl {name}` is not built yet", f"it is planned ({issue}); see docs/guide.md")
+
+
+def rank_session(st: AppState, device: str | None, device_map: str | None):
+    """The torch.distributed session of a command started by torchrun (a no-op for one process):
+    checks --device-map against it, and makes every rank but 0 quiet (rank 0 alone shows progress
+    and prints the result). Use as `with rank_session(st, device, device_map) as dist:`."""
+    import contextlib
+
+    from itictl import distributed
+    from itictl.extract import check_device_map
+
+    check_device_map(device_map, distributed.env_context())
+
+    @contextlib.contextmanager
+    def run():
+        with distributed.session(device) as dist:
+            if not dist.is_main:
+                from itictl.models.loading import set_load_quiet
+
+                st.out.quiet = True
+                set_load_quiet(True)
+            yield dist
+
+    return run()

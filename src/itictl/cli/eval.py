@@ -1,4 +1,5 @@
-"""`itictl eval`: k-fold TruthfulQA evaluation (MC, judges, BLEU/ROUGE, CE/KL) and (K, α) sweeps."""
+"""`itictl eval`: k-fold TruthfulQA evaluation (MC, judges, BLEU/ROUGE, CE/KL) and (K, α) sweeps.
+Under torchrun every rank runs it (evaluate/runner.py shares the work); rank 0 alone prints."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, split_list, state
+from itictl.cli.common import artifact_doc, rank_session, split_list, state
 
 HELP = """k-fold TruthfulQA evaluation with and without the intervention (validate_2fold.py semantics).
 
@@ -41,14 +42,25 @@ def eval_(
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA directory (else $ITICTL_DATA, else the Hub)."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
+    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="auto|balanced|sequential",
+                                             help="Spread one model over several GPUs (accelerate device map); not with torchrun."),
 ) -> None:
+    st = state(ctx)
+    with rank_session(st, device, device_map) as dist:
+        _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val_ratio, split, instruction_prompt,
+              preset, many_shot_prefix, metrics, judge, info_judge, openai_base_url, limit_questions, text,
+              text_samples, mc_style, eval_dataset, data, device, dtype)
+
+
+def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val_ratio, split, instruction_prompt,
+          preset, many_shot_prefix, metrics, judge, info_judge, openai_base_url, limit_questions, text,
+          text_samples, mc_style, eval_dataset, data, device, dtype) -> None:
     from pathlib import Path
 
     from itictl.config import data_dir
     from itictl.errors import BadInputError, NotFoundError
     from itictl.evaluate.runner import EvalOptions, run_eval
 
-    st = state(ctx)
     try:
         ks = [int(k) for k in split_list(heads)]
         alphas = [float(a) for a in split_list(alpha)]
@@ -70,8 +82,10 @@ def eval_(
                        openai_base_url=openai_base_url, limit_questions=limit_questions, text=text, text_samples=text_samples, mc_style=mc_style,
                        eval_dataset=eval_dataset, data_dir=str(dd) if dd else None, device=device, dtype=dtype)
     with st.store.lease():
-        art, cached, doc = run_eval(st.store, opts, st.out)
-    result = artifact_doc(art, cached, **doc, summary=[s["summary"] for s in doc["settings"]])
+        art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)
+    if not dist.is_main:
+        return
+    result = artifact_doc(art, cached, **doc, world_size=dist.world_size, summary=[s["summary"] for s in doc["settings"]])
 
     def render(console):
         from rich.table import Table

@@ -1,7 +1,9 @@
 """`itictl extract`: head-wise activations of TruthfulQA prompts into `activations` artifacts.
 
 Thin: parses options, calls itictl.extract.run_extract once per (model, dataset) pair, prints one
-artifact document (or a list of them with several models/datasets).
+artifact document (or a list of them with several models/datasets). Under torchrun
+(`torchrun --nproc-per-node N -m itictl extract ...`) every rank runs this; the ranks share the
+work (itictl.distributed) and rank 0 alone prints; the document gains "world_size".
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, split_list, state
+from itictl.cli.common import artifact_doc, rank_session, split_list, state
 
 HELP = ("Extract head-wise activations (o_proj inputs at the last prompt token, every layer) for "
         "TruthfulQA prompts into an HDF5 artifact")
@@ -39,14 +41,23 @@ def extract(
     dtype: str = typer.Option("auto", "--dtype", help="Compute dtype: auto (float32 on CPU, float16 on GPU), float32, float16, bfloat16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
-                                               help="Padded tokens per forward pass (default 4096 on CPU, 65536 on GPU); not part of the key."),
+                                               help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/64, 4096 to 65536); not part of the key."),
     seed: int = typer.Option(42, "--seed", help="Seed for tqa_gen_end_q's random other question."),
     store_dtype: str = typer.Option("auto", "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="auto|balanced|sequential",
+                                             help="Spread one model over several GPUs (accelerate device map); not with torchrun."),
 ) -> None:
+    st = state(ctx)
+    with rank_session(st, device, device_map) as dist:
+        _extract(st, dist, model, revision, dataset, data, limit, layer_wise, dtype, device, batch_tokens, seed,
+                 store_dtype, device_map)
+
+
+def _extract(st, dist, model, revision, dataset, data, limit, layer_wise, dtype, device, batch_tokens, seed,
+             store_dtype, device_map) -> None:
     from itictl.errors import BadInputError
     from itictl.extract import FORMATS, run_extract
 
-    st = state(ctx)
     models: list[Optional[str]] = list(split_list(model)) or [None]
     formats = split_list(dataset)
     if not formats:
@@ -59,8 +70,9 @@ def extract(
         for f in formats:
             art, cached = run_extract(st.store, m, f, data, limit=limit, layer_wise=layer_wise, dtype=dtype,
                                       device=device, batch_tokens=batch_tokens, seed=seed,
-                                      store_dtype=store_dtype, out=st.out, revision=revision)
-            docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f,
+                                      store_dtype=store_dtype, out=st.out, revision=revision, dist=dist,
+                                      device_map=device_map)
+            docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f, world_size=dist.world_size,
                                      shapes=_shapes(art), meta={k: art.meta.get(k) for k in
                                                                 ("compute_s", "prompts_per_s", "device")}))
 
@@ -75,4 +87,5 @@ def extract(
                       "yes" if d["cached"] else "no", str(d["meta"].get("prompts_per_s") or "-"))
         console.print(t)
 
-    st.out.result(docs[0] if len(docs) == 1 else docs, render)  # type: ignore[arg-type]
+    if dist.is_main:
+        st.out.result(docs[0] if len(docs) == 1 else docs, render)  # type: ignore[arg-type]

@@ -28,6 +28,14 @@ def model_spec_of(model_art) -> Optional[str]:
     return info.get("location") or info.get("name")
 
 
+def revision_of(model_art) -> Optional[str]:
+    """The resolved commit of a Hub model artifact (so later steps use exactly that snapshot)."""
+    from itictl.models.loading import model_info
+
+    info = model_info(model_art)
+    return info.get("identity", {}).get("commit") if info.get("source") == "hub" else None
+
+
 def intervene(
     ctx: typer.Context,
     heads: int = typer.Option(..., "--heads", "-K", help="Number of heads to intervene on (top-K by validation accuracy)."),
@@ -35,6 +43,7 @@ def intervene(
     direction: str = typer.Option("com", "--direction", help="com (mean true − mean false), probe (probe weights) or random."),
     probes: Optional[str] = typer.Option(None, "--probes", "-p", metavar="REF", help="A probes artifact; else built from --model."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the embedded one, or the probes' model)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
     tuning: Optional[str] = typer.Option(None, "--tuning", metavar="REF", help="Tuning activations artifact (else extracted)."),
     tuning_dataset: str = typer.Option("tqa_gen_end_q", "--tuning-dataset", help="Prompt format of the tuning activations (σ)."),
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
@@ -50,15 +59,21 @@ def intervene(
     positions: str = typer.Option("generated", "--positions", help="generated (last prompt token + new tokens) or all."),
     dtype: str = typer.Option("auto", "--dtype", help="Compute dtype for extraction and generation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
+                                             help="Split the model across devices (extraction and --prompt): auto, balanced, sequential (accelerate) or a JSON {module: device} object; overrides --device."),
 ) -> None:
     from itictl.config import data_dir
     from itictl.errors import BadInputError
     from itictl.intervention import read_intervention, run_intervene, validate
     from itictl.probes import validate_options
 
+    from itictl.models.loading import parse_device_map, set_load_quiet
+
     st = state(ctx)
+    set_load_quiet(st.out.quiet)
     store = st.store
     validate(heads, alpha, direction)  # K ≤ 0, NaN/inf α, unknown direction: before any work
+    dmap = parse_device_map(device_map)
     if positions not in ("generated", "all"):
         raise BadInputError(f"unknown --positions {positions!r}", "use generated or all")
     ddir = data_dir(data)
@@ -66,7 +81,7 @@ def intervene(
     if model is not None or probes is None:
         from itictl.models import ensure_model
 
-        model_art = ensure_model(store, model, out=st.out)
+        model_art = ensure_model(store, model, revision=revision, out=st.out)
     if probes:
         probes_art = store.open(probes, kind="probes")
         p_model = probes_art.read_json("probes.json").get("model_key")
@@ -84,7 +99,8 @@ def intervene(
 
         validate_options(folds, fold, val_ratio, split, "torch")
         acts, _ = run_extract(store, model_spec_of(model_art), "tqa_mc2", ddir, limit=limit, dtype=dtype,
-                              device=device, out=st.out)
+                              device=device, out=st.out, revision=revision_of(model_art),
+                              device_map=dmap)
         probes_art, _ = run_probe(store, acts, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split,
                                   backend="torch", out=st.out)
     if tuning:
@@ -93,7 +109,8 @@ def intervene(
         from itictl.extract import run_extract
 
         tuning_art, _ = run_extract(store, model_spec_of(model_art), tuning_dataset, ddir, limit=limit, dtype=dtype,
-                                    device=device, seed=seed, out=st.out)
+                                    device=device, seed=seed, out=st.out, revision=revision_of(model_art),
+                                    device_map=dmap)
     art, cached = run_intervene(store, probes_art, tuning_art, heads=heads, alpha=alpha, direction=direction,
                                 seed=seed, out=st.out, model_key=model_art.key)
     info = read_intervention(art)
@@ -105,7 +122,7 @@ def intervene(
         from itictl.models import load_model
         from itictl.steering import steered_generate
 
-        lm = load_model(store, model_art, dtype=dtype, device=device)
+        lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap)
         deltas = load_deltas(art)
         with st.out.status("generating"):
             doc["unsteered"] = steered_generate(lm.model, lm.tokenizer, [prompt], None, max_new_tokens, chat)[0]

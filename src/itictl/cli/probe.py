@@ -54,6 +54,7 @@ def probe(
     activations: Optional[str] = typer.Option(None, "--activations", "-a", metavar="REF",
                                               help="An activations artifact (ref, key or prefix); else built from --model/--dataset."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for building activations (default: the embedded one)."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
     dataset: str = typer.Option("tqa_mc2", "--dataset", "-d", help="Prompt format for building activations."),
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts (when building activations)."),
@@ -68,14 +69,18 @@ def probe(
     from itictl.config import data_dir
     from itictl.probes import load_probes, validate_options, run_probe
 
+    from itictl.models.loading import set_load_quiet
+
     st = state(ctx)
+    set_load_quiet(st.out.quiet)
     validate_options(folds, fold, val_ratio, split, backend)  # fail before any extraction
     if activations:
         acts = st.store.open(activations, kind="activations")
     else:
         from itictl.extract import run_extract
 
-        acts, _ = run_extract(st.store, model, dataset, data_dir(data), limit=limit, device=device, out=st.out)
+        acts, _ = run_extract(st.store, model, dataset, data_dir(data), limit=limit, device=device, out=st.out,
+                              revision=revision)
     train_dev = None if device == "auto" else device
     if train_dev is None:
         import torch

@@ -2,7 +2,9 @@
 
 Owns: `generate_answers` (batched, left padding, ≤ 50 new tokens, intervention on the last prompt
 token and every generated token via steering's 'generated' positions), `clean_answer` (cut at the
-next "Q:", keep what follows "A:") and `write_answers_csv`.
+next "Q:", keep what follows "A:") and `write_answers_csv`. Under torchrun (`dist` of world > 1)
+the single-process batches are shared among ranks whole and gathered on every rank, so the answers
+are the ones one process would generate.
 """
 
 from __future__ import annotations
@@ -27,22 +29,30 @@ def clean_answer(text: str) -> str:
 def generate_answers(model, tok, questions: Sequence[str], *, instruction: str, preset: str,
                      many_shot_prefix: str | None = None, deltas: Mapping | None = None,
                      batch_size: int = 16, max_new_tokens: int = MAX_NEW_TOKENS,
-                     progress: Callable[[int], None] | None = None) -> list[str]:
+                     progress: Callable[[int], None] | None = None, dist=None) -> list[str]:
+    from itictl import distributed as D
     from itictl.steering import steered_generate
 
+    dist = dist or D.SINGLE
     prompts = [generation_prompt(q, instruction, preset, many_shot_prefix) for q in questions]
     # sort by length so batches pad little; restore order at the end
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    owner = D.assign_balanced([len(b) * max(len(prompts[j]) for j in b) for b in batches], dist.world_size)
+    done: dict[int, str] = {}
+    for idx, o in zip(batches, owner):
+        if o != dist.rank:
+            continue
         texts = steered_generate(model, tok, [prompts[j] for j in idx], deltas or None,
                                  max_new_tokens=max_new_tokens, chat=False, positions="generated")
         for j, t in zip(idx, texts):
-            out[j] = clean_answer(t)
+            done[j] = clean_answer(t)
         if progress:
             progress(len(idx))
-    return out
+    if dist.distributed:
+        for part in D.all_gather_object(done, dist):
+            done.update(part)
+    return [done[j] for j in range(len(prompts))]
 
 
 def write_answers_csv(path: Path, rows: list[dict]) -> None:

@@ -27,10 +27,13 @@ THRESHOLD = 0.5
 OPENAI_BATCH = 20  # prompts per /v1/completions request (the legacy API takes a list)
 
 # Local judges published by AllenAI (Llama-2-7B fine-tuned on finetune_truth/info.jsonl).
-# revision None = the repository's main branch; pin a commit here when one is verified.
+# UNVERIFIED_REVISION (None) = the repository's main branch, resolved to a commit at each run (that
+# commit is in the eval artifact's params). Pin a commit here once verified against the Hub; until
+# then users pin per run with hf:ALIAS@COMMIT (an explicit @REVISION always wins).
+UNVERIFIED_REVISION = None
 HF_JUDGES: dict[str, dict[str, Any]] = {
-    "truth-llama2-7b": {"repo": "allenai/truthfulqa-truth-judge-llama2-7B", "revision": None, "kind": "truth"},
-    "info-llama2-7b": {"repo": "allenai/truthfulqa-info-judge-llama2-7B", "revision": None, "kind": "info"},
+    "truth-llama2-7b": {"repo": "allenai/truthfulqa-truth-judge-llama2-7B", "revision": UNVERIFIED_REVISION, "kind": "truth"},
+    "info-llama2-7b": {"repo": "allenai/truthfulqa-info-judge-llama2-7B", "revision": UNVERIFIED_REVISION, "kind": "info"},
 }
 
 
@@ -131,31 +134,65 @@ def openai_judge(model: str, *, base_url: str | None = None, max_retries: int = 
 
 
 # ---- local Hugging Face judge ----------------------------------------------------------------
+# Files a judge needs from a Hub repo: config, tokenizer and safetensors weights (never pickles).
+HUB_JUDGE_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+
+
 def _split_revision(rest: str) -> tuple[str, str | None]:
-    if "@" in rest and not Path(rest).exists():
+    """'ID_OR_PATH@REV' -> (ID_OR_PATH, REV); an existing path containing '@' is kept whole."""
+    if "@" in rest and not Path(rest).expanduser().exists():
         loc, rev = rest.rsplit("@", 1)
         return loc, (rev or None)
     return rest, None
 
 
-def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8) -> Judge:
+def resolve_hf_judge(rest: str) -> tuple[str, str | None]:
+    """(folder or Hub id, revision or None) of an `hf:` spec body: aliases expand to their repo and
+    pinned revision (HF_JUDGES); an explicit @REVISION wins over the pin."""
     loc, revision = _split_revision(rest)
     if loc in HF_JUDGES:
         revision = revision or HF_JUDGES[loc]["revision"]
         loc = HF_JUDGES[loc]["repo"]
+    return loc, revision
+
+
+def download_hub_judge(repo: str, commit: str) -> Path:
+    """The local snapshot folder of repo@commit (HF cache; downloaded from HF_ENDPOINT when missing)."""
+    from huggingface_hub import snapshot_download
+
+    from itictl.models.identity import hub_cache_dir, hub_endpoint, hub_offline
+
+    try:
+        return Path(snapshot_download(repo, revision=commit, cache_dir=str(hub_cache_dir()), endpoint=hub_endpoint(),
+                                      allow_patterns=HUB_JUDGE_FILES, local_files_only=hub_offline()))
+    except Exception as e:  # noqa: BLE001 - network, HTTP and cache errors: one line
+        raise RemoteError(f"cannot download judge {repo}@{commit[:12]} ({type(e).__name__})",
+                          "check the network / HF_ENDPOINT (HF_HUB_OFFLINE needs it cached), or pass a local folder") from None
+
+
+def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8) -> Judge:
+    """A local causal-LM judge from a folder or a Hub id. Hub ids resolve REVISION (default: the
+    alias's pin, else main) to a commit now (that commit is the judge's identity); the weights are
+    downloaded at that commit on first use."""
+    loc, revision = resolve_hf_judge(rest)
     path = Path(loc).expanduser()
+    commit = None
     if path.exists():
+        if revision:
+            raise BadInputError(f"judge folder {path} cannot take a revision (@{revision})",
+                                "revisions apply to Hub ids: hf:ORG/NAME@REVISION")
         if not (path / "config.json").is_file():
             raise NotFoundError(f"judge folder {path} has no config.json", "point hf: at a Hugging Face model folder")
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model"))
         digests = {p.name: (store.file_digest(p) if store is not None else f"{p.stat().st_size}") for p in files}
         ident = {"type": "hf", "source": "folder", "digests": digests}
-        where = str(path.resolve())
     else:
         if loc.count("/") != 1:
             raise NotFoundError(f"judge {loc!r} is neither a folder nor a Hub id", "use hf:ORG/NAME[@REV], a folder, or an alias")
-        ident = {"type": "hf", "source": "hub", "repo": loc, "revision": revision or "main"}
-        where = loc
+        from itictl.models.identity import hub_commit
+
+        commit = hub_commit(loc, revision)
+        ident = {"type": "hf", "source": "hub", "repo": loc, "commit": commit}
     state: dict[str, Any] = {}
 
     def load():
@@ -164,13 +201,13 @@ def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        kw = {"revision": revision} if revision and not path.exists() else {}
+        where = path if commit is None else download_hub_judge(loc, commit)
         try:
-            tok = AutoTokenizer.from_pretrained(where, **kw)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32 if device == "cpu" else torch.float16, **kw)
-        except OSError as e:
-            raise RemoteError(f"cannot load judge {where}: {redact(str(e)).splitlines()[0][:160]}",
-                              "download it first (HF_HUB_OFFLINE unset, network on) or pass a local folder") from None
+            tok = AutoTokenizer.from_pretrained(where)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32 if device == "cpu" else torch.float16)
+        except (OSError, ValueError) as e:
+            raise RemoteError(f"cannot load judge {loc}: {redact(str(e)).splitlines()[0][:160]}",
+                              "the judge must be a causal LM folder with safetensors weights and a tokenizer") from None
         model.to(device).eval()
         state["model"], state["tok"] = model, tok
         return model, tok

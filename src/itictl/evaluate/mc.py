@@ -8,13 +8,14 @@ Score of an answer = summed log-prob of its tokens after its context. Answer tok
 from the tokenizer (the tokens that tokenize(context + answer) adds after tokenize(context), or by
 character offsets when the two disagree), never by a hard-coded count.
 
-Speed: every context starts with the same prefix (instruction + primer). Its KV cache is computed
-once per call; each batch of questions runs its question tokens on top of it (one forward), then
-all answers of those questions run in one batch on top of their question's cache. The
-intervention, when given, applies to answer tokens only: the prefix/question passes run without it
-and the answer pass (which contains nothing but answer tokens) runs with positions 'all'.
-Rows whose tokenization does not split cleanly fall back to a full forward with the intervention
-starting at the first answer token.
+Speed: every context starts with the same prefix (instruction + primer). Contexts and answers are
+tree-packed (extraction/packing.py): each row holds the prefix once, then whole questions each
+followed by its answers, under a mask that lets every answer see only the prefix, its question and
+itself, with the position ids it would have alone. One forward per ~batch_tokens tokens, no KV-cache
+copies; the LM head runs only on the positions that predict answer tokens. The intervention, when
+given, edits exactly the answer tokens (a TokenMask). Rows whose tokenization does not split cleanly,
+and models whose attention cannot take a custom mask, fall back to the reference loop with the
+intervention starting at the first answer token.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ def harness_items(questions: Sequence[Any]) -> list[MCItem]:
     """lm-eval-harness targets: mc2 choices (label 1/0) and mc1's choices (the first is correct)."""
     items = []
     for q in questions:
-        t2 = [a for a, lab in q.mc2_targets if lab]
-        f2 = [a for a, lab in q.mc2_targets if not lab]
+        # lm-eval splits true/false at the first 0 label (questions 25 and 208 list a 1 after a 0)
+        labels = [lab for _, lab in q.mc2_targets]
+        split = labels.index(0) if 0 in labels else len(labels)
+        t2 = [a for a, _ in q.mc2_targets[:split]]
+        f2 = [a for a, _ in q.mc2_targets[split:]]
         mc1 = list(q.mc1_targets)
         best = next(a for a, lab in mc1 if lab)
         mc1_false = [a for a, lab in mc1 if not lab]
@@ -118,29 +122,13 @@ def _answer_start_by_offsets(tok, text: str, n_context_chars: int) -> tuple[list
     return ids, max(start, 1)
 
 
-def _cache(kv):
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=kv)
-
-
-def _kv(cache) -> list[tuple[Any, Any]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
-
-
-def _cache_kw(model) -> str:
-    """transformers ≥ 5.2x names the KV cache argument/output `cache`; older ones `past_key_values`."""
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-def _out_cache(out):
-    return out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
-
-
 def _device(model):
-    return next(model.parameters()).device
+    """Where inputs go (the input embeddings' device; model-parallel aware)."""
+    import torch
+
+    from itictl.models.loading import input_device
+
+    return torch.device(input_device(model))
 
 
 def score_groups_naive(model, tok, groups: Sequence[Group], steer: Steer | None = None,
@@ -179,110 +167,160 @@ class _null:
         return False
 
 
-def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer | None = None,
-                 batch_rows: int = 64, progress: Callable[[int], None] | None = None,
-                 stats: dict | None = None) -> list[list[float]]:
-    """Summed answer log-probs for every group's continuations, sharing the prefix's KV cache.
-    Every group's context must start with `prefix`; groups/rows that do not tokenize cleanly on
-    the prefix/context boundary are scored by the naive path."""
+def _logits_from_hidden(model, h):
+    """The LM head on final hidden states [N, hidden] -> [N, V] float32 (Gemma-2 soft-capping too)."""
     import torch
 
+    logits = model.get_output_embeddings()(h).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+ROW_TOKENS = {"cuda": 2048, "cpu": 1024}  # packed row length (measured best on an H100 / this CPU)
+BATCH_TOKENS = {"cuda": 65536, "cpu": 4096}
+
+
+def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer | None = None,
+                 batch_tokens: int | None = None, row_tokens: int | None = None,
+                 progress: Callable[[int], None] | None = None, stats: dict | None = None,
+                 dist=None) -> list[list[float]]:
+    """Summed answer log-probs, tree-packed: each row holds the prefix once, then whole questions,
+    each followed by its answers (every answer sees the prefix, its question and itself only; see
+    extraction/packing.py). One forward per ≤ batch_tokens; the LM head runs only on the positions
+    that predict answer tokens. The intervention edits answer tokens only (a TokenMask).
+    Under torchrun (`dist` of world > 1) every rank plans the same forwards, computes the ones
+    assign_balanced gives it and all ranks gather every score: the same numbers as one process."""
+    import torch
+
+    from itictl.extraction.engine import pad_token_id
+    from itictl.extraction.packing import (Unit, batch_rows, build_batch, mask_dtype_for, pack_rows, split_unit,
+                                           supports_tree_masks, to_device)
+    from itictl.models.arch import decoder_stack
+    from itictl.steering import TokenMask
+
     dev = _device(model)
-    ck = _cache_kw(model)
+    if not supports_tree_masks(model):  # e.g. flash-attention models: the reference loop
+        out = score_groups_naive(model, tok, groups, steer, progress)
+        if stats is not None:
+            stats.update(prefix_tokens=0, fallback_rows=sum(len(g.continuations) for g in groups),
+                         rows=sum(len(g.continuations) for g in groups))
+        return out
     p_ids = _ids(tok, prefix)
     L0 = len(p_ids)
+    plan = _plan(tok, p_ids, groups)
+    if stats is not None:
+        stats.update(prefix_tokens=L0, fallback_rows=sum(len(p[3]) for p in plan),
+                     rows=sum(len(g.continuations) for g in groups))
+    longest = max((len(p[1]) + max((len(a) for _, a in p[2]), default=0) for p in plan if p[1] is not None), default=1)
+    kind = "cuda" if dev.type == "cuda" else "cpu"
+    R = max(row_tokens or ROW_TOKENS[kind], L0 + longest)
+    bt = batch_tokens or BATCH_TOKENS[kind]
+    units: list[Unit] = []
+    owner: list[tuple[int, list[int]]] = []  # per unit: (group index, answer row indices)
+    for gi, q, rows, _fb in plan:
+        if q is None or not rows:
+            continue
+        k = 0
+        for u in split_unit(q, [a for _, a in rows], R - L0):
+            n = len(u.segs) - 1
+            units.append(u)
+            owner.append((gi, [ri for ri, _ in rows[k:k + n]]))
+            k += n
+    lengths = [u.length for u in units]
+    layout = pack_rows(lengths, R - L0)
+    stack = decoder_stack(model)
+    mdt = mask_dtype_for(model)
+    pad = pad_token_id(tok)
+    from itictl import distributed as D
+
+    dist = dist or D.SINGLE
+    scores: dict[tuple[int, int], float] = {}
+    done_groups: set[int] = set()
+    forwards = batch_rows(layout, lengths, bt, prefix_len=L0)
+    rank_of = D.assign_balanced([len(f) * max(L0 + sum(lengths[u] for u in layout[r]) for r in f) for f in forwards],
+                                dist.world_size)
     with torch.no_grad():
-        pkv = _kv(_out_cache(model(input_ids=torch.tensor([p_ids], device=dev), use_cache=True)))
+        for fwd in (f for f, o in zip(forwards, rank_of) if o == dist.rank):
+            rows_units = [layout[r] for r in fwd]
+            pb = build_batch(units, rows_units, device=dev, pad_id=pad, mask_dtype=mdt, prefix=p_ids, pad_to=R)
+            B, T = pb.input_ids.shape
+            ans_mask = torch.zeros((B, T), dtype=torch.bool)
+            pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
+            slots: list[tuple[int, int]] = []
+            new_groups: set[int] = set()
+            for r_units in rows_units:
+                for u in r_units:
+                    unit = units[u]
+                    gi, ris = owner[u]
+                    b, cq = pb.where[(u, 0)]
+                    q_last = cq + len(unit.segs[0]) - 1
+                    for j, ri in enumerate(ris):
+                        a = unit.segs[1 + j]
+                        _, ca = pb.where[(u, 1 + j)]
+                        ans_mask[b, ca:ca + len(a)] = True
+                        slot = len(slots)
+                        slots.append((gi, ri))
+                        pr.extend([b] * len(a))
+                        pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
+                        tgt.extend(a)
+                        which.extend([slot] * len(a))
+                    new_groups.add(gi)
+            ctx = steer(TokenMask(to_device(ans_mask, dev))) if steer else _null()
+            with ctx:
+                hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
+                           use_cache=False).last_hidden_state  # [B, T, hidden]
+            pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in (pr, pc, tgt, which))
+            tot = torch.zeros(len(slots), dtype=torch.float64, device=hs.device)
+            step = 4096
+            for s0 in range(0, len(pr), step):
+                h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
+                logp = _logits_from_hidden(model, h).log_softmax(-1)
+                lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
+                tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
+                del h, logp
+            for slot, v in zip(slots, tot.tolist()):
+                scores[slot] = v
+            del hs
+            if progress and new_groups - done_groups:
+                progress(len(new_groups - done_groups))
+            done_groups |= new_groups
+    if dist.distributed:
+        for part in D.all_gather_object(scores, dist):
+            scores.update(part)
     results: list[list[float] | None] = [None] * len(groups)
-    plan = []  # (group index, question ids, [(row index, answer ids)], fallback rows)
-    for gi, g in enumerate(groups):
-        c_ids = _ids(tok, g.context)
+    for gi, q, rows, fb in plan:  # fallback rows: every rank computes them (rare, identical)
+        if fb:
+            g = groups[gi]
+            sub = Group(g.context, [g.continuations[ri] for ri in fb])
+            for ri, v in zip(fb, score_groups_naive(model, tok, [sub], steer)[0]):
+                scores[(gi, ri)] = v
+        results[gi] = [scores[(gi, ri)] for ri in range(len(groups[gi].continuations))]
+        if progress and gi not in done_groups:
+            progress(1)
+    return results  # type: ignore[return-value]
+
+
+def _plan(tok, p_ids: list[int], groups: Sequence[Group]) -> list[tuple[int, list[int] | None, list[tuple[int, list[int]]], list[int]]]:
+    """Per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows).
+    Tokenises all contexts, then all context + answer texts, in two batched calls (the fast
+    tokenizer encodes a batch in parallel; ids equal one-by-one calls)."""
+    L0 = len(p_ids)
+    ctx_ids = [list(x) for x in tok([g.context for g in groups])["input_ids"]] if groups else []
+    texts = [g.context + cont for g in groups for cont in g.continuations]
+    full_ids = iter([list(x) for x in tok(texts)["input_ids"]] if texts else [])
+    plan = []
+    for gi, (g, c_ids) in enumerate(zip(groups, ctx_ids)):
+        fulls = [next(full_ids) for _ in g.continuations]
         if c_ids[:L0] != p_ids or len(c_ids) <= L0:
             plan.append((gi, None, [], list(range(len(g.continuations)))))
             continue
         rows, fb = [], []
-        for ri, cont in enumerate(g.continuations):
-            full = _ids(tok, g.context + cont)
+        for ri, full in enumerate(fulls):
             if full[:len(c_ids)] == c_ids and len(full) > len(c_ids):
                 rows.append((ri, full[len(c_ids):]))
             else:
                 fb.append(ri)
         plan.append((gi, c_ids[L0:], rows, fb))
-    if stats is not None:
-        stats.update(prefix_tokens=L0, fallback_rows=sum(len(p[3]) for p in plan),
-                     rows=sum(len(g.continuations) for g in groups))
-
-    # question batches of whole groups (≤ 4·batch_rows answer rows); answers run batch_rows at a time
-    batches, cur, n = [], [], 0
-    for p in plan:
-        if p[1] is None:
-            continue
-        if cur and n + len(p[2]) > 4 * batch_rows:
-            batches.append(cur)
-            cur, n = [], 0
-        cur.append(p)
-        n += len(p[2])
-    if cur:
-        batches.append(cur)
-
-    scores: dict[tuple[int, int], float] = {}
-    with torch.no_grad():
-        for batch in batches:
-            G = len(batch)
-            qlen = [len(p[1]) for p in batch]
-            Lq = max(qlen)
-            q_ids = torch.zeros((G, Lq), dtype=torch.long)
-            q_mask = torch.zeros((G, Lq), dtype=torch.long)
-            for i, p in enumerate(batch):
-                q_ids[i, :qlen[i]] = torch.tensor(p[1])
-                q_mask[i, :qlen[i]] = 1
-            q_ids, q_mask = q_ids.to(dev), q_mask.to(dev)
-            past = _cache([(k.expand(G, -1, -1, -1), v.expand(G, -1, -1, -1)) for k, v in pkv])
-            am = torch.cat([torch.ones((G, L0), dtype=torch.long, device=dev), q_mask], 1)
-            pos = (L0 + torch.arange(Lq, device=dev))[None].expand(G, -1)
-            qo = model(input_ids=q_ids, attention_mask=am, position_ids=pos, use_cache=True, **{ck: past})
-            last = torch.tensor(qlen, device=dev) - 1
-            first_logp = qo.logits[torch.arange(G, device=dev), last].float().log_softmax(-1)  # [G, V]
-            qkv = _kv(_out_cache(qo))  # [G, kvh, L0+Lq, d]
-            del qo
-            # answer rows, sorted by length and cut into sub-batches so padding stays small
-            row_all = sorted(((i, p[0], ri, a) for i, p in enumerate(batch) for ri, a in p[2]), key=lambda t: len(t[3]))
-            q_len_t = torch.tensor(qlen, device=dev)
-            for c0 in range(0, len(row_all), batch_rows):
-                chunk = row_all[c0:c0 + batch_rows]
-                R = len(chunk)
-                La = max(len(t[3]) for t in chunk)
-                a_ids = torch.zeros((R, La), dtype=torch.long)
-                a_mask = torch.zeros((R, La), dtype=torch.long)
-                for r, t in enumerate(chunk):
-                    a_ids[r, :len(t[3])] = torch.tensor(t[3])
-                    a_mask[r, :len(t[3])] = 1
-                a_ids, a_mask = a_ids.to(dev), a_mask.to(dev)
-                gidx = torch.tensor([t[0] for t in chunk], device=dev)
-                past = _cache([(k.index_select(0, gidx), v.index_select(0, gidx)) for k, v in qkv])
-                am = torch.cat([torch.ones((R, L0), dtype=torch.long, device=dev), q_mask.index_select(0, gidx), a_mask], 1)
-                pos = L0 + q_len_t.index_select(0, gidx)[:, None] + torch.arange(La, device=dev)[None]
-                with (steer("all") if steer else _null()):
-                    ao = model(input_ids=a_ids, attention_mask=am, position_ids=pos, use_cache=False, **{ck: past})
-                logp = ao.logits.float().log_softmax(-1)  # [R, La, V]
-                del ao, past
-                first = first_logp.index_select(0, gidx).gather(-1, a_ids[:, :1])[:, 0]  # [R]
-                rest = logp[:, :-1].gather(-1, a_ids[:, 1:, None])[..., 0] * a_mask[:, 1:]  # [R, La-1]
-                tot = (first + rest.sum(-1)).tolist()
-                del logp
-                for r, t in enumerate(chunk):
-                    scores[(t[1], t[2])] = tot[r]
-            if progress:
-                progress(G)
-    # fallbacks
-    for gi, q, rows, fb in plan:
-        if fb:
-            g = groups[gi]
-            sub = Group(g.context, [g.continuations[ri] for ri in fb])
-            vals = score_groups_naive(model, tok, [sub], steer)[0]
-            for ri, v in zip(fb, vals):
-                scores[(gi, ri)] = v
-            if q is None and progress:
-                progress(1)
-        results[gi] = [scores[(gi, ri)] for ri in range(len(groups[gi].continuations))]
-    return results  # type: ignore[return-value]
+    return plan

@@ -5,7 +5,10 @@ stas/openwebtext-10k), `baseline_logprobs` (the α = 0 pass, computed once and r
 `ce_kl` (CE of the intervened model and its KL to the baseline). Semantics of the reference's
 run_ce_loss / run_kl_wrt_orig: CE = mean over samples of the mean next-token loss; KL = mean over
 samples of Σ_t KL(p_orig,t ‖ p_int,t) / T with probabilities clamped at 1e-10. The intervention
-applies at every position.
+applies at every position. Under torchrun (`dist` of world > 1) the batches of 8 samples are
+shared among ranks (batch b on rank b mod world, the same in the baseline and intervened passes,
+so each rank keeps only its own baseline log-probs) and the per-sample values are gathered in
+batch order: the means equal a single process's.
 """
 
 from __future__ import annotations
@@ -100,28 +103,48 @@ def _ce(lp, ids, mask) -> list[float]:
     return ((nll * m).sum(1) / m.sum(1)).tolist()
 
 
-def baseline(model, samples: list[list[int]], batch_size: int = 8) -> dict[str, Any]:
-    """The un-intervened pass: CE per sample and the log-probs kept for KL (on the model's device)."""
-    ce, lps = [], []
-    for chunk in _batches(samples, batch_size):
-        lp, ids, mask = _logprobs(model, chunk)
-        ce += _ce(lp, ids, mask)
-        lps.append(lp.half() if lp.is_cuda else lp)
-    return {"ce": ce, "logprobs": lps}
+def _mine(n_batches: int, dist) -> list[int]:
+    return [b for b in range(n_batches) if dist is None or b % dist.world_size == dist.rank]
 
 
-def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8) -> dict[str, float]:
+def _gather(per_batch: dict[int, list[float]], dist) -> list[float]:
+    """Per-sample values in batch order, from every rank's share."""
+    from itictl import distributed as D
+
+    if dist is not None and dist.distributed:
+        for part in D.all_gather_object(per_batch, dist):
+            per_batch.update(part)
+    return [x for b in sorted(per_batch) for x in per_batch[b]]
+
+
+def baseline(model, samples: list[list[int]], batch_size: int = 8, dist=None) -> dict[str, Any]:
+    """The un-intervened pass: CE per sample and the log-probs kept for KL (on the model's device;
+    with world > 1 only this rank's batches)."""
+    chunks = list(_batches(samples, batch_size))
+    ce: dict[int, list[float]] = {}
+    lps: dict[int, Any] = {}
+    for b in _mine(len(chunks), dist):
+        lp, ids, mask = _logprobs(model, chunks[b])
+        ce[b] = _ce(lp, ids, mask)
+        lps[b] = lp.half() if lp.is_cuda else lp
+    return {"ce": _gather(ce, dist), "logprobs": lps}
+
+
+def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8,
+          dist=None) -> dict[str, float]:
     """CE of the (intervened) model and KL(original ‖ intervened), reference semantics."""
     if steer is None:
         return {"ce": float(np.mean(base["ce"])), "kl": 0.0}
-    ce, kl = [], []
-    for chunk, lp0 in zip(_batches(samples, batch_size), base["logprobs"]):
+    chunks = list(_batches(samples, batch_size))
+    ce: dict[int, list[float]] = {}
+    kl: dict[int, list[float]] = {}
+    for b in _mine(len(chunks), dist):
         with steer("all"):
-            lp, ids, mask = _logprobs(model, chunk)
-        ce += _ce(lp, ids, mask)
-        p0 = lp0.float().exp().clamp(min=EPS)
+            lp, ids, mask = _logprobs(model, chunks[b])
+        ce[b] = _ce(lp, ids, mask)
+        p0 = base["logprobs"][b].float().exp().clamp(min=EPS)
         p1 = lp.exp().clamp(min=EPS)
         per_tok = (p0 * (p0.log() - p1.log())).sum(-1)  # [B, T]
         m = mask.float()
-        kl += ((per_tok * m).sum(1) / m.sum(1)).tolist()
-    return {"ce": float(np.mean(ce)), "kl": float(np.mean(kl))}
+        kl[b] = ((per_tok * m).sum(1) / m.sum(1)).tolist()
+    return {"ce": float(np.mean(_gather(ce, dist))), "kl": float(np.mean(_gather(kl, dist)))}

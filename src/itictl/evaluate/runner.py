@@ -6,6 +6,12 @@ questions are scored with that intervention. Work shared across folds and settin
 the prefix KV cache, the α = 0 baseline (MC scores, generations, judge calls, CE log-probs) and
 every extract/probe/intervene artifact (through the store). Results: per-fold and mean metrics per
 (K, α) setting, the reference's summary line, `eval.json` + `answers.csv` (+ `sweep.png` for grids).
+
+Under torchrun (world > 1) every rank runs run_eval: extraction is data-parallel (extract.py),
+probe/intervene objects are built once under their key locks, and in the eval build the ranks
+share generation batches and CE/KL sample batches exactly (gathered on every rank); MC scoring
+and judge calls run on rank 0 only; rank 0 computes the metrics and commits the artifact (same
+key as one process). A rank failing between two collectives exits, and torchrun stops the rest.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class EvalOptions:
     data_dir: str | None = None
     device: str = "auto"
     dtype: str = "auto"
-    batch_rows: int = 64
+    batch_tokens: int | None = None  # MC scoring forward size (None: 65,536 on GPU, 4,096 on CPU)
     text_samples: int = 100  # CE/KL samples (reference: 100 × 128 tokens)
 
     def validate(self) -> None:
@@ -69,6 +75,12 @@ class EvalOptions:
             raise BadInputError(f"unknown --mc-style {self.mc_style!r}", "use truthfulqa or harness")
         if self.eval_dataset not in ("truthfulqa", "nq_open", "trivia_qa"):
             raise BadInputError(f"unknown --eval-dataset {self.eval_dataset!r}", "use truthfulqa, nq_open or trivia_qa")
+        gen = sorted(set(self.metrics) & {"judge", "info", "bleu", "rouge"})
+        if self.eval_dataset != "truthfulqa" and gen:
+            raise BadInputError(f"--eval-dataset {self.eval_dataset} scores MC only; {','.join(gen)} need TruthfulQA",
+                                "use --metrics mc,ce,kl with a transfer set")
+        if self.mc_style == "harness" and self.preset != "qa":
+            raise BadInputError("--mc-style harness uses lm-eval-harness's QA prompt", "drop --preset or use --preset qa")
         if self.text_samples < 1:
             raise BadInputError("--text-samples must be ≥ 1", "the reference uses 100")
         if not 0 < self.val_ratio < 1:
@@ -101,10 +113,12 @@ class Evaluator:
 
     def __init__(self, model, tok, questions: Sequence[Any], opts: EvalOptions, *, judges: dict[str, Any],
                  skipped: dict[str, str], text_samples: list[list[int]] | None = None, out=None,
-                 transfer: Sequence[Any] | None = None):
+                 transfer: Sequence[Any] | None = None, dist=None):
+        from itictl import distributed as D
         from itictl.evaluate.mc import MCItem, groups_for, harness_items, mc_items
 
         self.model, self.tok, self.opts, self.out = model, tok, opts, out
+        self.dist = dist or D.SINGLE
         self.questions = list(questions)
         self.metrics = set(opts.metrics)
         self.judges, self.skipped = judges, skipped
@@ -114,7 +128,9 @@ class Evaluator:
             self.items = harness_items(self.questions)
         else:
             self.items = mc_items(self.questions)
-        self.prefix, self.groups = groups_for(self.items, opts.instruction, opts.preset, opts.many_shot_prefix)
+        # lm-eval-harness's prompt is the QA primer + "Q: …\nA:" with no instruction
+        instruction = "none" if opts.mc_style == "harness" and transfer is None else opts.instruction
+        self.prefix, self.groups = groups_for(self.items, instruction, opts.preset, opts.many_shot_prefix)
         self.text_samples = text_samples
         self._base_mc: list[list[float]] | None = None
         self._base_gen: list[str] | None = None
@@ -130,9 +146,9 @@ class Evaluator:
         from itictl.steering import AnswerPositions, intervened
 
         def steer(pos):
-            if isinstance(pos, str):
-                return intervened(self.model, deltas, pos)
-            return intervened(self.model, deltas, AnswerPositions(torch.tensor(pos)))
+            if isinstance(pos, list):  # per-row answer starts
+                return intervened(self.model, deltas, AnswerPositions(torch.tensor(pos)))
+            return intervened(self.model, deltas, pos)  # 'all' or a TokenMask
 
         return steer
 
@@ -151,11 +167,12 @@ class Evaluator:
             if self._base_mc is None:
                 with self._progress("MC baseline", len(self.groups)) as adv:
                     self._base_mc = score_groups(self.model, self.tok, self.prefix, self.groups,
-                                                 batch_rows=self.opts.batch_rows, progress=adv)
+                                                 batch_tokens=self.opts.batch_tokens, progress=adv, dist=self.dist)
             return [self._base_mc[i] for i in idx]
         with self._progress("MC intervened", len(idx)) as adv:
             return score_groups(self.model, self.tok, self.prefix, [self.groups[i] for i in idx],
-                                steer=self._steer(deltas), batch_rows=self.opts.batch_rows, progress=adv)
+                                steer=self._steer(deltas), batch_tokens=self.opts.batch_tokens, progress=adv,
+                                dist=self.dist)
 
     # generation
     def generations(self, idx: Sequence[int], deltas) -> list[str]:
@@ -166,7 +183,7 @@ class Evaluator:
                 return generate_answers(self.model, self.tok, [self.questions[i].question for i in ids],
                                         instruction=self.opts.instruction, preset=self.opts.preset,
                                         many_shot_prefix=self.opts.many_shot_prefix, deltas=deltas or None,
-                                        progress=adv)
+                                        progress=adv, dist=self.dist)
 
         if not deltas:
             if self._base_gen is None:
@@ -188,8 +205,8 @@ class Evaluator:
         from itictl.evaluate.natural_text import baseline, ce_kl
 
         if self._base_text is None:
-            self._base_text = baseline(self.model, self.text_samples)
-        return ce_kl(self.model, self.text_samples, self._base_text, steer=self._steer(deltas))
+            self._base_text = baseline(self.model, self.text_samples, dist=self.dist)
+        return ce_kl(self.model, self.text_samples, self._base_text, steer=self._steer(deltas), dist=self.dist)
 
     def evaluate(self, idx: Sequence[int], deltas, *, setting: str, fold: int) -> dict[str, float | None]:
         """Metrics on questions `idx` (held-out fold) with `deltas` ({} = baseline)."""
@@ -198,7 +215,8 @@ class Evaluator:
         from itictl.evaluate.text_metrics import bleu_rouge
 
         res: dict[str, float | None] = {}
-        if "mc" in self.metrics:
+        main = self.dist.is_main  # ranks > 0 only help with the sharded parts (MC, generation, CE/KL)
+        if "mc" in self.metrics:  # every rank: the scorer shares its forwards and gathers the scores
             sc = self.mc_scores(idx, deltas)
             per = [mc_metrics(self.items[i], s) for i, s in zip(idx, sc)]
             for k in ("MC1", "MC2", "MC3"):
@@ -208,7 +226,7 @@ class Evaluator:
             rows = [{"setting": setting, "fold": fold, "question_index": getattr(self.questions[i], "index", i),
                      "question": self.questions[i].question, "answer": a} for i, a in zip(idx, answers)]
             for which, name in (("truth", "True"), ("info", "Info")):
-                if which in self.judges:
+                if which in self.judges and main:
                     p = self.judged(which, idx, answers, deltas)
                     res[name] = _mean([float(x >= 0.5) for x in p])
                     res[f"{name} prob"] = _mean(p)
@@ -303,10 +321,19 @@ def _prompts_of_first(tqa, fmt: str, n_questions: int, seed: int = 0) -> int | N
     return None if count >= len(prompts) else count
 
 
-def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, Any]]:
+def run_eval(store, opts: EvalOptions, out=None, dist=None,
+             device_map: str | None = None) -> tuple[Any, bool, dict[str, Any]]:
     """Build or reuse extract → probe → intervene per fold and setting, evaluate, write the `eval`
-    artifact, tag `last-eval`. Returns (artifact, cached, eval document)."""
+    artifact, tag `last-eval`. Returns (artifact, cached, eval document). `dist` (default
+    itictl.distributed.current()): every rank of a torchrun group calls this with the same options."""
+    from itictl import distributed as DI
+
+    dist = dist or DI.current()
     opts.validate()
+    from itictl.extract import check_device_map
+
+    check_device_map(device_map, dist)
+    device = DI.rank_device(dist, opts.device) if dist.distributed else opts.device
     from itictl import data as D
     from itictl import extract as X
     from itictl import intervention as I
@@ -359,18 +386,24 @@ def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, A
         if first is not None:
             parents["intervention"] = deltas_keys[(0, first[0], first[1])]
 
+    transfer = D.load_transfer(opts.eval_dataset) if opts.eval_dataset != "truthfulqa" else None
+    transfer_digest = (hashlib.sha256(json.dumps([asdict(t) for t in transfer], sort_keys=True).encode()).hexdigest()
+                       if transfer is not None else None)
     params = {k: v for k, v in asdict(opts).items() if k not in ("device", "many_shot_prefix", "judge", "info_judge",
-                                                                 "openai_base_url", "data_dir", "text", "batch_rows", "model")}
+                                                                 "openai_base_url", "data_dir", "text", "batch_tokens", "model")}
     params.update(many_shot_prefix_sha256=_text_digest(opts.many_shot_prefix), text_sha256=text_digest,
                   judge=judges["truth"].identity if "truth" in judges else None,
                   info_judge=judges["info"].identity if "info" in judges else None,
                   n_questions=n, metrics=sorted(set(opts.metrics)))
+    if transfer_digest is not None:  # only for transfer sets, so TruthfulQA eval keys do not change
+        params["transfer_sha256"] = transfer_digest
     doc_holder: dict[str, Any] = {}
 
-    def build(ctx):
+    def build(ctx):  # ctx None on ranks > 0 (they help, rank 0 writes)
         import torch
 
-        lm = load_model(store, model_art, dtype=opts.dtype, device=opts.device)
+        kw = {"device_map": device_map} if device_map else {}  # only when set (model parallel)
+        lm = load_model(store, model_art, dtype=opts.dtype, device=device, **kw)
         model, tok = lm.model, lm.tokenizer
         folds = D.question_folds(n, opts.folds, opts.seed, opts.split)
         text_samples = None
@@ -379,9 +412,8 @@ def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, A
 
             text_samples = load_samples(tok, Path(opts.text) if opts.text else None, n=opts.text_samples,
                                         seed=opts.seed)
-        transfer = D.load_transfer(opts.eval_dataset) if opts.eval_dataset != "truthfulqa" else None
         ev = Evaluator(model, tok, questions, opts, judges=judges, skipped=dict(skipped),
-                       text_samples=text_samples, out=out, transfer=transfer)
+                       text_samples=text_samples, out=out if dist.is_main else None, transfer=transfer, dist=dist)
         loaded: dict[str, Any] = {}
 
         def deltas_for(i, k, a):
@@ -392,6 +424,8 @@ def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, A
 
         eval_idx = (lambda i: range(len(transfer))) if transfer is not None else None
         results = evaluate_grid(ev, folds, settings, deltas_for, eval_idx)
+        if ctx is None:
+            return
         mc_label = "lm-eval-harness mc1/mc2" if opts.mc_style == "harness" else ""
         for r in results:
             r["summary"] = summary_line(r["heads"], r["alpha"], r["mean"], mc_label)
@@ -408,7 +442,8 @@ def run_eval(store, opts: EvalOptions, out=None) -> tuple[Any, bool, dict[str, A
             sweep_plot(results, ctx.out / "sweep.png")
         doc_holder["doc"] = doc
 
-    art, cached = store.produce("eval", params, parents, build)
-    store.tag("last-eval", art.key)
+    art, cached = DI.produce(store, dist, "eval", params, parents, build)
+    if dist.is_main:
+        store.tag("last-eval", art.key)
     doc = doc_holder.get("doc") or art.read_json("eval.json")
     return art, cached, doc

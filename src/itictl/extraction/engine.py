@@ -1,15 +1,14 @@
-"""The extraction engine: head-wise (and optional layer-wise) activations at the last prompt token,
-computed in length-sorted, token-budgeted batches with exact padding and question-prefix sharing.
+"""The extraction engine: head-wise (and optional layer-wise) activations at the last prompt token.
 
-Owns: tokenising prompts exactly like `tokenizer(text)`, deciding which prompts can share their
-question prefix's KV cache, packing work into batches, running only the decoder stack (no lm_head)
-with hooks that gather each layer's o_proj input at each row's last real token, and yielding
-finished chunks as CPU numpy arrays.
+Owns: tokenising prompts exactly like `tokenizer(text)`, deciding which prompts share their
+question prefix, planning forwards (tree-packed rows, see extraction/packing.py), running only the
+decoder stack (no lm_head) with hooks that gather each layer's o_proj input at each prompt's last
+token, and yielding finished chunks on the device.
 
-Exactness: batches are right-padded; position ids are explicit (arange for plain rows, prefix
-length + arange for suffix rows); the attention mask hides padding; each row's activation is
-gathered at its own last real token. Batched, shared and single-prompt results agree within dtype
-tolerance (tests/test_extract.py proves it).
+Exactness: in a packed row every token sees exactly its own prompt's earlier tokens (tree mask),
+with the position ids of the unpacked prompt; plain batches are right-padded with a padding mask
+and explicit position ids. Batched, packed, shared and single-prompt results agree within dtype
+tolerance (tests/test_extract.py and tests/extraction/test_packing.py prove it).
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+
+from itictl.extraction.packing import Unit, batch_rows, pack_rows, split_unit
 
 
 @dataclass
@@ -51,90 +52,91 @@ def tokenize_prompts(tokenizer: Any, texts: Sequence[str], prefixes: Sequence[st
 
 @dataclass
 class Batch:
-    """Plain batch: rows run whole. Shared batch: the prefixes run once, then each split of the
-    rows (sorted by suffix length) runs its suffixes against the prefix cache expanded to it."""
+    """One forward. `rows` are the prompt indices it computes. Packed batches (the default) carry
+    tree units (a shared question prefix with its answers, or a lone prompt), their layout in
+    rows, and for each prompt in `rows` the (unit, segment) whose last token is its activation.
+    Without units the prompts run one per row, right-padded (models that cannot take a tree mask)."""
 
     rows: list[int]                 # prompt indices
-    prefixes: list[list[int]] = field(default_factory=list)  # shared only: one per group
-    row_group: list[int] = field(default_factory=list)       # shared only: group of each row
-    splits: list[list[int]] = field(default_factory=list)    # shared only: positions into rows per suffix pass
-    prefix_splits: list[list[int]] = field(default_factory=list)  # shared only: groups per prefix pass
+    units: list[Unit] = field(default_factory=list)
+    layout: list[list[int]] = field(default_factory=list)   # rows of the forward -> unit indices
+    outs: list[tuple[int, int]] = field(default_factory=list)  # per prompt in `rows`: (unit, segment)
+    row_tokens: int = 0             # packed: rows are padded to at least this (one shape per forward)
 
     @property
-    def shared(self) -> bool:
-        return bool(self.prefixes)
+    def packed(self) -> bool:
+        return bool(self.units)
 
 
-def plan_batches(items: Sequence[Tokenized], todo: Sequence[int], batch_tokens: int,
-                 cache_tokens: int | None = None) -> list[Batch]:
-    """Pack prompts `todo` into batches whose padded token count stays within `batch_tokens`.
+DEFAULT_ROW_TOKENS = 256
 
-    Prompts whose prefix is shared by ≥ 2 prompts go into shared batches (grouped by prefix);
-    the rest are sorted by length into plain batches. A shared batch holds questions sorted by
-    prefix length whose padded prefix cache fits cache_tokens; its prefixes run in passes of
-    ≤ batch_tokens padded tokens (each padded only to its own longest prefix; the caches are then
-    zero-padded and masked to a common length, which costs no matmul work); its rows are sorted by
-    suffix length and cut into suffix passes with rows x longest suffix ≤ batch_tokens and
-    rows x (prefix + suffix) ≤ cache_tokens (the expanded cache). cache_tokens defaults to
-    2 x batch_tokens."""
-    cache_tokens = cache_tokens or 2 * batch_tokens
+
+def plan_batches(items: Sequence[Tokenized], todo: Sequence[int], batch_tokens: int, *,
+                 row_tokens: int | None = None, packed: bool = True) -> list[Batch]:
+    """Pack prompts `todo` into forwards of ≤ batch_tokens padded tokens.
+
+    Packed (default): prompts whose question prefix is shared by ≥ 2 prompts form a unit (the
+    prefix once, then each answer continuing it; split when longer than a row); every other prompt
+    is a unit alone. Units are packed first-fit-decreasing into rows of `row_tokens` (default 256,
+    at most batch_tokens, at least the longest prompt) and rows into forwards. The plan depends
+    only on the token ids and the two budgets, so every process (and a resumed run) computes the same batches.
+    Not packed: length-sorted plain batches, one prompt per row."""
+    if not packed:
+        plain = sorted(todo, key=lambda i: (len(items[i].ids), i))
+        return [Batch(rows) for rows in _pack(plain, lambda i: len(items[i].ids), batch_tokens)]
     groups: dict[tuple[int, ...], list[int]] = {}
     for i in todo:
         t = items[i]
         if t.prefix_len:
             groups.setdefault(tuple(t.ids[: t.prefix_len]), []).append(i)
-    plain = [i for i in todo if not items[i].prefix_len]
-    shared_groups = []
-    for pre, rows in groups.items():
-        if len(rows) < 2:
-            plain.extend(rows)
-        else:
-            shared_groups.append((pre, rows))
-
-    batches: list[Batch] = []
-    plain.sort(key=lambda i: (len(items[i].ids), i))
-    batches.extend(Batch(rows) for rows in _pack(plain, lambda i: len(items[i].ids), batch_tokens))
-
-    def slen(i: int) -> int:
-        return len(items[i].ids) - items[i].prefix_len
-
-    shared_groups.sort(key=lambda g: (len(g[0]), g[1][0]))
-    pre_batches: list[list[tuple[tuple[int, ...], list[int]]]] = []
-    cur_g: list = []
-    for pre, rows in shared_groups:
-        if cur_g and (len(cur_g) + 1) * len(pre) > cache_tokens:
-            pre_batches.append(cur_g)
-            cur_g = []
-        cur_g.append((pre, rows))
-    if cur_g:
-        pre_batches.append(cur_g)
-
-    for gs in pre_batches:
+    shared = {pre: rows for pre, rows in groups.items() if len(rows) >= 2}
+    in_shared = {i for rows in shared.values() for i in rows}
+    R = max(min(row_tokens or DEFAULT_ROW_TOKENS, batch_tokens), max((len(items[i].ids) for i in todo), default=1))
+    units: list[Unit] = []
+    outs: list[list[tuple[int, int]]] = []  # per unit: (prompt, segment)
+    for pre, rows in sorted(shared.items(), key=lambda g: g[1][0]):
+        sufs = [items[i].ids[items[i].prefix_len:] for i in rows]
+        k = 0
+        for u in split_unit(list(pre), sufs, R):
+            units.append(u)
+            n = len(u.segs) - 1
+            outs.append([(rows[k + j], 1 + j) for j in range(n)])
+            k += n
+    for i in todo:
+        if i not in in_shared:
+            units.append(Unit([list(items[i].ids)], [-1]))
+            outs.append([(i, 0)])
+    lengths = [u.length for u in units]
+    rows = pack_rows(lengths, R)
+    batches = []
+    for fwd in batch_rows(rows, lengths, batch_tokens):
+        b_units: list[Unit] = []
+        layout: list[list[int]] = []
         b = Batch([])
-        for g, (pre, rows) in enumerate(gs):
-            b.prefixes.append(list(pre))
-            b.rows.extend(rows)
-            b.row_group.extend([g] * len(rows))
-        P = max(len(p) for p in b.prefixes)
-        b.prefix_splits = _pack(range(len(b.prefixes)), lambda g: len(b.prefixes[g]), batch_tokens)
-        order = sorted(range(len(b.rows)), key=lambda r: (slen(b.rows[r]), r))
-        b.splits = _pack(order, lambda r: slen(b.rows[r]), batch_tokens,
-                         cap=lambda k, n: k * (P + n) > cache_tokens)
+        for r in fwd:
+            layout.append([])
+            for u in rows[r]:
+                layout[-1].append(len(b_units))
+                for prompt, seg in outs[u]:
+                    b.rows.append(prompt)
+                    b.outs.append((len(b_units), seg))
+                b_units.append(units[u])
+        b.units, b.layout, b.row_tokens = b_units, layout, R
         batches.append(b)
     return batches
 
 
 def _pack(order: Sequence[int], length: Callable[[int], int], budget: int,
-          cap: Callable[[int, int], bool] | None = None, max_waste: float = 0.1) -> list[list[int]]:
-    """Cut `order` (ascending lengths) into passes: k rows x longest ≤ budget (and not cap(k, longest));
-    once a pass holds a quarter of the budget, also cut before padding would exceed max_waste."""
+          max_waste: float = 0.1) -> list[list[int]]:
+    """Cut `order` (ascending lengths) into passes: k rows x longest ≤ budget; once a pass holds a
+    quarter of the budget, also cut before padding would exceed max_waste."""
     out: list[list[int]] = []
     cur: list[int] = []
     real = 0
     for r in order:
         n = length(r)
         k = len(cur) + 1
-        over = k * n > budget or (cap is not None and cap(k, n))
+        over = k * n > budget
         wasteful = real >= budget // 4 and (k * n - real - n) > max_waste * k * n
         if cur and (over or wasteful):
             out.append(cur)
@@ -147,23 +149,21 @@ def _pack(order: Sequence[int], length: Callable[[int], int], budget: int,
 
 
 def count_tokens(items: Sequence[Tokenized], batches: Sequence[Batch]) -> dict[str, int]:
-    """Real tokens the plan computes (prefixes once per shared group) and padded tokens."""
+    """Real tokens the plan computes (a shared prefix once per unit), padded tokens (rows x
+    longest row per forward) and the tokens of the prompts run one by one."""
     real = padded = 0
+    seen: set[int] = set()
     for b in batches:
-        if b.shared:
-            for ps in b.prefix_splits:
-                p = [len(b.prefixes[g]) for g in ps]
-                real += sum(p)
-                padded += len(p) * max(p)
-            for sp in b.splits:
-                s = [len(items[b.rows[r]].ids) - items[b.rows[r]].prefix_len for r in sp]
-                real += sum(s)
-                padded += len(s) * max(s)
+        seen.update(b.rows)
+        if b.packed:
+            fills = [sum(b.units[u].length for u in row) for row in b.layout]
+            real += sum(fills)
+            padded += len(fills) * max(max(fills), b.row_tokens)
         else:
             n = [len(items[i].ids) for i in b.rows]
             real += sum(n)
             padded += len(n) * max(n)
-    return {"real": real, "padded": padded, "unshared": sum(len(t.ids) for t in items)}
+    return {"real": real, "padded": padded, "unshared": sum(len(items[i].ids) for i in seen)}
 
 
 class _Collector:
@@ -203,34 +203,31 @@ class _Collector:
     def _head_hook(self, i: int) -> Callable:
         def hook(mod, args):
             if self.active:
-                self.head[i] = args[0][self.rows, self.pos]
+                x = args[0]
+                self.head[i] = x[self.rows.to(x.device), self.pos.to(x.device)]
         return hook
 
     def _resid_hook(self, i: int) -> Callable:
         def hook(mod, args, kwargs):
             if self.active:
                 x = args[0] if args else kwargs["hidden_states"]
-                self.resid[i] = x[self.rows, self.pos]
+                self.resid[i] = x[self.rows.to(x.device), self.pos.to(x.device)]
         return hook
-
-
-def _forward_kwargs(stack: Any) -> str:
-    import inspect
-
-    params = inspect.signature(stack.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
                 device: Any, pad_id: int, out_dtype: Any = None) -> Iterator[tuple[list[int], Any, Any]]:
-    """Yield (prompt indices, head [B, L, H·D], resid [B, L+1, hidden] | None) per batch, on device."""
+    """Yield (prompt indices, head [B, L, H·D], resid [B, L+1, hidden] | None) per batch, on the
+    input device. Packed batches run as tree-masked rows when the model's attention takes a custom
+    4D mask (sdpa, eager); otherwise their prompts run one per row, right-padded."""
     import torch
-    import torch.nn.functional as F
 
+    from itictl.extraction.packing import build_batch, mask_dtype_for, supports_tree_masks, to_device
     from itictl.models.arch import decoder_stack
 
     stack = decoder_stack(model)
-    cache_kw = _forward_kwargs(stack)
+    tree = supports_tree_masks(model)
+    mdt = mask_dtype_for(model) if tree else None
 
     def pad(seqs: list[list[int]]) -> tuple[Any, Any, Any]:
         T = max(len(s) for s in seqs)
@@ -240,67 +237,40 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
             ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
             mask[r, : len(s)] = 1
         lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        return ids.to(device), mask.to(device), lens.to(device)
+        return to_device(ids, device), to_device(mask, device), to_device(lens, device)
 
-    def finish(rows: list[int], res: Any) -> tuple[list[int], Any, Any]:
-        col.active = False
-        head = torch.stack(col.head, dim=1)
-        resid = None
-        if layer_wise:
-            col.resid[-1] = res.last_hidden_state[col.rows, col.pos]
-            resid = torch.stack(col.resid, dim=1)
-        if out_dtype is not None:
-            head = head.to(out_dtype)
-            resid = resid.to(out_dtype) if resid is not None else None
-        return rows, head, resid
+    def gathered(parts: list, dev: Any) -> Any:
+        return torch.stack([p.to(dev) for p in parts], dim=1)
 
     col = _Collector(model, layer_wise)
     with col, torch.inference_mode():
         for b in batches:
-            if not b.shared:
+            if b.packed and tree:
+                pb = build_batch(b.units, b.layout, device=device, pad_id=pad_id, mask_dtype=mdt, pad_to=b.row_tokens)
+                at = [pb.where[(u, s)] for u, s in b.outs]
+                rows_t = to_device(np.array([r for r, _ in at], dtype=np.int64), device)
+                last_t = to_device(np.array([c + len(b.units[u].segs[s]) - 1 for (u, s), (_, c) in zip(b.outs, at)],
+                                            dtype=np.int64), device)
+                col.start(rows_t, last_t)
+                res = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask,
+                            position_ids=pb.position_ids, use_cache=False)
+            else:
                 ids, mask, lens = pad([items[i].ids for i in b.rows])
                 B, T = ids.shape
                 pos = torch.arange(T, device=device).unsqueeze(0).expand(B, T)
                 col.start(torch.arange(B, device=device), lens - 1)
                 res = stack(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-            else:
-                from transformers import DynamicCache
-
-                _, pmask, plens = pad(b.prefixes)
-                P = pmask.shape[1]
-                col.active = False
-                parts: list[list[tuple[Any, Any]]] = []
-                for ps in b.prefix_splits:  # consecutive groups, each pass padded to its own longest
-                    pids, pm, _ = pad([b.prefixes[g] for g in ps])
-                    G, Pi = pids.shape
-                    base = DynamicCache(config=model.config)
-                    stack(input_ids=pids, attention_mask=pm,
-                          position_ids=torch.arange(Pi, device=device).unsqueeze(0).expand(G, Pi),
-                          use_cache=True, **{cache_kw: base})
-                    parts.append([(F.pad(layer.keys, (0, 0, 0, P - Pi)), F.pad(layer.values, (0, 0, 0, P - Pi)))
-                                  for layer in base.layers])
-                    del base
-                kv = [(torch.cat([p[li][0] for p in parts]), torch.cat([p[li][1] for p in parts]))
-                      for li in range(len(parts[0]))]
-                del parts
-                all_groups = torch.tensor(b.row_group, dtype=torch.long)
-                for sp in b.splits:
-                    rows = [b.rows[r] for r in sp]
-                    grp = all_groups[sp].to(device)
-                    # the prefix cache expanded over this pass's rows (one copy per row)
-                    cache = DynamicCache([(k[grp], v[grp]) for k, v in kv], config=model.config)
-                    sids, smask, slens = pad([items[i].ids[items[i].prefix_len:] for i in rows])
-                    R, S = sids.shape
-                    pos = plens[grp].unsqueeze(1) + torch.arange(S, device=device).unsqueeze(0)
-                    mask = torch.cat([pmask[grp], smask], dim=1)
-                    col.start(torch.arange(R, device=device), slens - 1)
-                    res = stack(input_ids=sids, attention_mask=mask, position_ids=pos, use_cache=True,
-                                **{cache_kw: cache})
-                    del cache
-                    yield finish(rows, res)
-                continue
-            yield finish(list(b.rows), res)
-
+            col.active = False
+            head = gathered(col.head, device)
+            resid = None
+            if layer_wise:
+                last = res.last_hidden_state
+                col.resid[-1] = last[col.rows.to(last.device), col.pos.to(last.device)]
+                resid = gathered(col.resid, device)
+            if out_dtype is not None:
+                head = head.to(out_dtype)
+                resid = resid.to(out_dtype) if resid is not None else None
+            yield list(b.rows), head, resid
 
 
 def extract_arrays(model: Any, tokenizer: Any, texts: Sequence[str], prefixes: Sequence[str | None] | None = None,
@@ -319,48 +289,103 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def kv_bytes_per_token(model: Any) -> int:
-    """Bytes of KV cache one token takes over all layers (for sizing shared batches)."""
-    cfg = model.config
-    from itictl.models.arch import head_layout
+class HostCopies:
+    """Device -> host copies that overlap the next forwards: each submitted batch is copied on a
+    side CUDA stream (after an event marking the batch done) by one worker thread, which then hands
+    the numpy arrays to `sink`. At most `depth` batches are in flight; the first error is re-raised
+    on the next submit / at exit. On a CPU the arrays are handed over directly."""
 
-    lay = head_layout(model)
-    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or lay.n_heads)
-    itemsize = next(model.parameters()).element_size()
-    return 2 * lay.n_layers * kv_heads * lay.head_dim * itemsize
+    def __init__(self, device: Any, depth: int = 2):
+        import torch
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.dev = torch.device(device)
+        self.cuda = self.dev.type == "cuda"
+        self.stream = torch.cuda.Stream(self.dev) if self.cuda else None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="itictl-d2h")
+        self.depth = depth
+        self.pending: list = []
+
+    def submit(self, tensors: Sequence[Any], sink: Callable[[list[np.ndarray | None]], None]) -> None:
+        import torch
+
+        ev = None
+        if self.cuda:
+            ev = torch.cuda.Event()
+            ev.record(torch.cuda.current_stream(self.dev))
+            for t in tensors:
+                if t is not None and t.is_cuda:
+                    t.record_stream(self.stream)  # keep the memory until the side stream has copied it
+
+        def job() -> None:
+            if ev is not None:
+                with torch.cuda.stream(self.stream):
+                    self.stream.wait_event(ev)
+                    arrs = [None if t is None else _numpy(t) for t in tensors]
+            else:
+                arrs = [None if t is None else _numpy(t) for t in tensors]
+            sink(arrs)
+
+        self.pending.append(self.pool.submit(job))
+        while len(self.pending) > self.depth:
+            self.pending.pop(0).result()
+
+    def __enter__(self) -> "HostCopies":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        try:
+            for f in self.pending:
+                if exc_type is None:
+                    f.result()
+                else:
+                    f.exception()
+        finally:
+            self.pool.shutdown(wait=True)
 
 
-def cache_token_budget(model: Any, device: Any, batch_tokens: int) -> int:
-    """How many (row x position) KV entries a shared batch may expand to: 1 GiB on CPU, 15% of
-    the free accelerator memory. A shared batch holds up to ~4 such buffers at its peak (the
-    prefix passes, their concatenation, the expanded copy and the copy the suffix pass appends
-    to), so 15% keeps the peak near 60% of free memory (a 7B fp16 model OOMed at 30%)."""
+def _numpy(t: Any) -> np.ndarray:
     import torch
 
-    dev = torch.device(device)
-    budget = 1 << 30
-    if dev.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(dev)
-        budget = int(0.15 * free)
-    return max(1024, budget // max(1, kv_bytes_per_token(model)))
+    t = t.detach()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
+                    device: Any, pad_id: int, out_dtype: Any = None) -> dict[str, np.ndarray]:
+    """Run `batches` and gather every prompt's rows into host arrays in prompt order (copies
+    overlap the following forwards)."""
+    n = len(items)
+    out: dict[str, np.ndarray] = {}
+
+    def sink(rows: list[int]):
+        idx = np.asarray(rows, dtype=np.int64)
+
+        def put(arrs: list) -> None:
+            for name, a in zip(("head_wise", "layer_wise"), arrs):
+                if a is None:
+                    continue
+                if name not in out:
+                    out[name] = np.zeros((n, *a.shape[1:]), dtype=a.dtype)
+                out[name][idx] = a
+        return put
+
+    with HostCopies(device) as copies:
+        for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
+                                             pad_id=pad_id, out_dtype=out_dtype):
+            copies.submit([head, resid], sink(rows))
+    return out
 
 
 def extract_items(model: Any, items: Sequence[Tokenized], *, layer_wise: bool = False, batch_tokens: int = 2048,
                   device: Any = None, pad_id: int = 0, out_dtype: Any = None) -> dict[str, np.ndarray]:
-    import torch
+    """In-memory extraction of `items` (tests, benchmarks): arrays in prompt order."""
+    if device is None:
+        from itictl.models.loading import input_device
 
-    device = device if device is not None else next(model.parameters()).device
+        device = input_device(model)
     batches = plan_batches(items, range(len(items)), batch_tokens)
-    heads: list = [None] * len(items)
-    resids: list = [None] * len(items)
-    for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                         pad_id=pad_id, out_dtype=out_dtype):
-        h = head.float().cpu() if head.dtype == torch.bfloat16 else head.cpu()
-        for r, i in enumerate(rows):
-            heads[i] = h[r]
-            if resid is not None:
-                resids[i] = resid[r].float().cpu() if resid.dtype == torch.bfloat16 else resid[r].cpu()
-    out = {"head_wise": torch.stack(heads).numpy()}
-    if layer_wise:
-        out["layer_wise"] = torch.stack(resids).numpy()
-    return out
+    return collect_to_host(model, items, batches, layer_wise=layer_wise, device=device, pad_id=pad_id,
+                           out_dtype=out_dtype)

@@ -5,8 +5,16 @@ A `model` artifact's params are the model identity (see identity.py); its payloa
 default included), `hf/`: the dequantised weights as a plain Hugging Face folder (safetensors,
 config, tokenizer, generation config), so later loads skip the ~25 s GGUF conversion.
 
-load_model memoises per process on (key, dtype, device, trust_remote_code); the model is in eval
-mode with gradients off. The tokenizer always has a pad token (eos when the model has none); its
+load_model memoises per process on (key, dtype, device, device map, trust_remote_code); the model
+is in eval mode with gradients off.
+
+Model parallel (`device_map`): 'auto' | 'balanced' | 'sequential' (accelerate infers the placement
+from free memory; on a CPU-only machine everything lands on the CPU) or an explicit
+{module name: device} dict ('cpu', 'cuda:N' or a GPU index; it must cover every parameter). The
+model is loaded with from_pretrained(device_map=…) for every source (the embedded model's cached
+hf/ folder included), so each weight goes straight to its device and accelerate's hooks move
+activations between layers. LoadedModel.device is then the input device (the embeddings').
+Transformers' progress bars and warnings are silenced while loading when quiet (set_load_quiet). The tokenizer always has a pad token (eos when the model has none); its
 padding side is left as the model ships it — callers set it.
 """
 
@@ -26,6 +34,7 @@ MODEL_KIND = "model"
 MODEL_SCHEMA = 1
 MODEL_STEP_VERSION = 1
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "balanced", "sequential")
 
 
 @dataclass
@@ -36,6 +45,7 @@ class LoadedModel:
     device: str  # where inputs go ('cpu', 'cuda:0', …)
     dtype: str  # 'float32' | 'bfloat16' | 'float16'
     layout: Any  # HeadLayout(L, H, D)
+    device_map: dict[str, str] | None = None  # {module: device} when accelerate dispatched the model
 
 
 # ---- ensure -----------------------------------------------------------------------------------
@@ -90,33 +100,34 @@ def _config_doc(ref: ModelRef, config: Any) -> dict[str, Any]:
     }
 
 
-def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool = False) -> dict[str, Any]:
+def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool | None = None) -> dict[str, Any]:
     """Dequantise a GGUF with transformers and save it as a plain HF folder (fp32 safetensors)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from transformers.utils import logging as hf_logging
+    import contextlib
+    import os
 
     path = Path(ref.location)
-    if quiet:
-        hf_logging.disable_progress_bar()
-    try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise UnsupportedError(f"transformers cannot load {path.name}: {str(e).splitlines()[0][:160]}",
-                               "pass a Hugging Face model folder or a Hub id instead") from None
-    finally:
-        if quiet:
-            hf_logging.enable_progress_bar()
-    # The folder is a plain fp32 model: no trace of the GGUF quantisation left in its config.
-    for cfg in (model.config,):
-        if hasattr(cfg, "quantization_config"):
-            delattr(cfg, "quantization_config")
-    model.hf_quantizer = None
-    hf_dir.mkdir(parents=True)
-    model.save_pretrained(hf_dir, safe_serialization=True)
-    tok.save_pretrained(hf_dir)
+    q = _QUIET if quiet is None else bool(quiet)
+    # transformers' GGUF reader uses a bare tqdm ("Converting and de-quantizing GGUF tensors") that
+    # its progress-bar switch does not reach: when quiet, stderr is muted for the conversion itself.
+    with hf_quiet(q), open(os.devnull, "w") as devnull, \
+            (contextlib.redirect_stderr(devnull) if q else contextlib.nullcontext()):
+        try:
+            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise UnsupportedError(f"transformers cannot load {path.name}: {str(e).splitlines()[0][:160]}",
+                                   "pass a Hugging Face model folder or a Hub id instead") from None
+        # The folder is a plain fp32 model: no trace of the GGUF quantisation left in its config.
+        for cfg in (model.config,):
+            if hasattr(cfg, "quantization_config"):
+                delattr(cfg, "quantization_config")
+        model.hf_quantizer = None
+        hf_dir.mkdir(parents=True)
+        model.save_pretrained(hf_dir, safe_serialization=True)
+        tok.save_pretrained(hf_dir)
     doc = _config_doc(ref, model.config)
     doc.update({"weights": "hf", "dtype": "float32", "gguf_file": path.name})
     return doc
@@ -199,6 +210,155 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return "float32" if device == "cpu" else "float16"
 
 
+# ---- device maps (model parallel) ------------------------------------------------------------
+
+def parse_device_map(value: str | dict | None) -> str | dict[str, str] | None:
+    """Validate a device map: None/'' -> None; 'auto' | 'balanced' | 'sequential'; a dict (or a JSON
+    object string, as the CLI passes it) {module name: 'cpu' | 'cuda' | 'cuda:N' | N} -> a dict with
+    canonical device strings. Whether a dict covers the model is checked at load time."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        v = value.strip()
+        if not v:
+            return None
+        if v.lower() in DEVICE_MAPS:
+            return v.lower()
+        if not v.startswith("{"):
+            raise BadInputError(f"unknown device map {value!r}",
+                                f"use {', '.join(DEVICE_MAPS)} or a JSON object {{\"module\": \"cuda:N\"}}")
+        try:
+            value = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise BadInputError(f"device map is not valid JSON ({e.msg} at char {e.pos})",
+                                'write it like {"model.layers.0": "cuda:0", "lm_head": 1}') from None
+    if not isinstance(value, dict) or not value:
+        raise BadInputError("a device map must be a non-empty {module: device} object",
+                            f"use {', '.join(DEVICE_MAPS)} or a JSON object")
+    out: dict[str, str] = {}
+    for mod, dev in value.items():
+        if not isinstance(mod, str):
+            raise BadInputError(f"device map key {mod!r} is not a module name", 'use names like "model.layers.0"')
+        out[mod] = _map_device(mod, dev)
+    return out
+
+
+def _map_device(mod: str, dev: Any) -> str:
+    import torch
+
+    if isinstance(dev, bool) or not isinstance(dev, (int, str)):
+        raise BadInputError(f"device map: {mod!r} -> {dev!r} is not a device", "use 'cpu', 'cuda:N' or a GPU index N")
+    if isinstance(dev, int) or (isinstance(dev, str) and dev.strip().isdigit()):
+        dev = f"cuda:{int(dev)}"
+    dev = dev.strip().lower()
+    if dev == "cpu":
+        return dev
+    if dev == "disk":
+        raise BadInputError(f"device map puts {mod!r} on disk; disk offload is not supported",
+                            "put every module on a GPU or the CPU")
+    if dev == "cuda":
+        dev = "cuda:0"
+    idx = dev.split(":", 1)[1] if dev.startswith("cuda:") else None
+    if idx is None or not idx.isdigit():
+        raise BadInputError(f"device map: {mod!r} -> {dev!r} is not a device", "use 'cpu', 'cuda:N' or a GPU index N")
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(idx) >= n:
+        raise BadInputError(f"device map puts {mod!r} on {dev}, but {n} GPU(s) are visible",
+                            "use cuda:0 … cuda:N-1 or cpu" if n else "use cpu, or run on a machine with GPUs")
+    return dev
+
+
+def _map_memo_key(device_map: str | dict[str, str] | None) -> str | None:
+    if isinstance(device_map, dict):
+        return json.dumps(device_map, sort_keys=True)
+    return device_map
+
+
+def _map_compute_device(device_map: str | dict[str, str]) -> str:
+    """The device the dtype policy sees for a map: 'cpu' only when nothing goes to a GPU."""
+    import torch
+
+    if isinstance(device_map, dict):
+        return "cpu" if set(device_map.values()) == {"cpu"} else "cuda"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, str], trust_remote_code: bool) -> None:
+    """An explicit map must name existing modules and cover every parameter: checked on an empty
+    (meta-device) copy of the architecture, so the error is one line before any weight is read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "cache_dir", "local_files_only")}
+    config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **cfg_kwargs)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    modules = {n for n, _ in skeleton.named_modules()}
+    unknown = sorted(m for m in device_map if m and m not in modules)
+    if unknown:
+        raise BadInputError(f"device map names {len(unknown)} module(s) the model does not have: {', '.join(unknown[:3])}",
+                            "use names from model.named_modules(), e.g. model.layers.0, model.embed_tokens, lm_head")
+
+    def covered(name: str) -> bool:
+        return "" in device_map or any(name == m or name.startswith(m + ".") for m in device_map)
+
+    missing = [n for n, _ in list(skeleton.named_parameters()) + list(skeleton.named_buffers()) if not covered(n)]
+    if missing:
+        raise BadInputError(f"device map gives no device for {len(missing)} tensor(s), e.g. {missing[0]}",
+                            "add their module (or a parent) to the map, or use --device-map auto")
+
+
+def input_device(model) -> str:
+    """Where a model's inputs go: the device of its input embeddings (model-parallel aware)."""
+    emb = model.get_input_embeddings()
+    hook = getattr(emb, "_hf_hook", None)
+    dev = getattr(hook, "execution_device", None)
+    if dev is None:
+        dev = emb.weight.device
+    return str(dev) if not isinstance(dev, int) else f"cuda:{dev}"
+
+
+# ---- quiet loading ----------------------------------------------------------------------------
+
+_QUIET = False
+
+
+def set_load_quiet(quiet: bool) -> None:
+    """Process-wide default for load_model(quiet=None): the CLI sets it from -q/--quiet."""
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+class hf_quiet:  # noqa: N801 (used like a function: `with hf_quiet():`)
+    """Within the block, transformers' progress bars ("Loading weights", "Writing model shards") and
+    info/warning logging are off when quiet (None: the set_load_quiet default); the previous
+    settings come back afterwards."""
+
+    def __init__(self, quiet: bool | None = None):
+        self.quiet = _QUIET if quiet is None else bool(quiet)
+
+    def __enter__(self):
+        if not self.quiet:
+            return self
+        from transformers.utils import logging as hf_logging
+
+        self._bar = hf_logging.is_progress_bar_enabled()
+        self._level = hf_logging.get_verbosity()
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        return self
+
+    def __exit__(self, *exc):
+        if not self.quiet:
+            return False
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(self._level)
+        if self._bar:
+            hf_logging.enable_progress_bar()
+        return False
+
+
 # ---- loading ----------------------------------------------------------------------------------
 
 _MEMO: dict[tuple, LoadedModel] = {}
@@ -219,19 +379,25 @@ def model_info(model_art) -> dict[str, Any]:
 
 
 def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
-               trust_remote_code: bool = False, fresh: bool = False) -> LoadedModel:
-    """Load a `model` artifact. Memoised per process on (key, dtype, device, trust_remote_code);
-    fresh=True bypasses the memo (a private copy that the caller may modify, e.g. to bake)."""
+               device_map: str | dict | None = None, trust_remote_code: bool = False, fresh: bool = False,
+               quiet: bool | None = None) -> LoadedModel:
+    """Load a `model` artifact. Memoised per process on (key, dtype, device, device map,
+    trust_remote_code); fresh=True bypasses the memo (a private copy that the caller may modify,
+    e.g. to bake). device_map (see parse_device_map) takes precedence over device; quiet=None
+    follows set_load_quiet."""
     info = model_info(model_art)
-    dev = resolve_device(device)
+    dmap = parse_device_map(device_map)
+    dev = _map_compute_device(dmap) if dmap is not None else resolve_device(device)
     dt = resolve_dtype(dtype, dev)
-    memo_key = (str(Path(store.root).resolve()), model_art.key, dt, dev, bool(trust_remote_code))
+    memo_key = (str(Path(store.root).resolve()), model_art.key, dt, dev if dmap is None else None,
+                _map_memo_key(dmap), bool(trust_remote_code))
     if not fresh:
         with _MEMO_LOCK:
             hit = _MEMO.get(memo_key)
         if hit is not None:
             return hit
-    lm = _load(store, model_art, info, dt, dev, trust_remote_code)
+    with hf_quiet(quiet):
+        lm = _load(store, model_art, info, dt, dev, trust_remote_code, dmap)
     if not fresh:
         with _MEMO_LOCK:
             _MEMO[memo_key] = lm
@@ -272,18 +438,21 @@ def _torch_dtype(name: str):
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remote_code: bool) -> LoadedModel:
-    import torch
+def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remote_code: bool,
+          dmap: str | dict[str, str] | None = None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where, kwargs = _source_args(store, model_art, info)
     load_kwargs: dict[str, Any] = {"dtype": _torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
-    multi = dev == "cuda"  # only 'auto' with several GPUs resolves to plain 'cuda'
-    if multi:
+    if dmap is not None:
+        load_kwargs["device_map"] = dmap
+    elif dev == "cuda":  # only 'auto' with several GPUs resolves to plain 'cuda'
         load_kwargs["device_map"] = "auto"
     elif dev != "cpu":
         load_kwargs["device_map"] = {"": dev}
     try:
+        if isinstance(dmap, dict):
+            _check_map_covers(where, kwargs, dmap, trust_remote_code)
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
     except OSError as e:
@@ -304,8 +473,11 @@ def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remot
     from itictl.models.arch import head_layout
 
     layout = head_layout(model)
-    in_dev = str(model.device) if multi else dev
-    return LoadedModel(model=model, tokenizer=tok, art=model_art, device=in_dev, dtype=dt, layout=layout)
+    placed = getattr(model, "hf_device_map", None)
+    in_dev = input_device(model) if "device_map" in load_kwargs else dev
+    return LoadedModel(model=model, tokenizer=tok, art=model_art, device=in_dev, dtype=dt, layout=layout,
+                       device_map={k: str(v) if not isinstance(v, int) else f"cuda:{v}" for k, v in placed.items()}
+                       if placed else None)
 
 
 def hf_folder(model_art) -> Path | None:
@@ -315,4 +487,5 @@ def hf_folder(model_art) -> Path | None:
 
 
 __all__ = ["LoadedModel", "ensure_model", "load_model", "resolve_device", "resolve_dtype", "clear_memo",
-           "model_info", "hf_folder", "MODEL_KIND", "DTYPES"]
+           "model_info", "hf_folder", "parse_device_map", "input_device", "set_load_quiet", "hf_quiet", "MODEL_KIND", "DTYPES",
+           "DEVICE_MAPS"]
