@@ -107,7 +107,7 @@ def test_phase_and_agreement_in_one_process():
 
 def test_device_map_choices_and_not_with_torchrun(cli, tmp_path):
     r = cli("extract", "--device-map", "diagonal", "--limit", "2")
-    assert r.code == 2 and "unknown --device-map 'diagonal'" in r.stderr and r.stderr.count("\n") == 1
+    assert r.code == 4 and "unknown device map 'diagonal'" in r.stderr and r.stderr.count("\n") == 1
     from itictl.extract import check_device_map
 
     check_device_map("balanced", D.SINGLE)

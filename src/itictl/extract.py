@@ -37,35 +37,6 @@ CHUNK_PROMPTS = 512  # prompts per resumable chunk
 STEP_VERSION = 1
 
 
-def _cheap_auto_device() -> str:
-    """What 'auto' will resolve to, guessed without importing torch (1-2 s) so that a cached
-    extract returns fast: a CUDA build of torch and an NVIDIA device node -> 'cuda'."""
-    import importlib.util
-    import re
-
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return "cpu"
-    try:
-        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
-    except OSError:
-        return "cpu"
-    m = re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    return "cuda" if m and Path("/dev/nvidia0").exists() else "cpu"
-
-
-def resolve_device(device: str | None) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'. Imports torch only when it must."""
-    device = (device or "auto").lower()
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device != "cpu" and not device.startswith(("cuda", "mps")):
-        raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    return device
-
-
 def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
     store_dtype = (store_dtype or "auto").lower()
     if store_dtype not in STORE_DTYPES:
@@ -109,7 +80,7 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
     from itictl import distributed
 
     dist = dist or distributed.current()
-    check_device_map(device_map, dist)
+    device_map = check_device_map(device_map, dist)
     if batch_tokens is not None and batch_tokens < 1:
         raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
 
@@ -121,9 +92,9 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
         params, model_art, ds_art = resolve()
 
         def build(ctx) -> None:
-            from itictl.models import resolve_device as models_resolve_device
+            from itictl.models import resolve_device
 
-            real_dev = models_resolve_device(device)
+            real_dev = resolve_device(device)
             _build(ctx, store, model_art, ds_art, params, device=real_dev, batch_tokens=batch_tokens, out=out,
                    device_map=device_map)
 
@@ -131,20 +102,17 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
     return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out)
 
 
-DEVICE_MAPS = ("auto", "balanced", "sequential")
-
-
-def check_device_map(device_map: str | None, dist=None) -> None:
-    """--device-map is one of DEVICE_MAPS and is not combined with data parallelism."""
+def check_device_map(device_map, dist=None):
+    """A --device-map value parsed and validated (models.parse_device_map: a name or a JSON
+    {module: device} object; bad ones exit 4) and not combined with data parallelism (exit 2)."""
     from itictl.errors import UsageError
+    from itictl.models.loading import parse_device_map
 
-    if device_map is None:
-        return
-    if device_map not in DEVICE_MAPS:
-        raise UsageError(f"unknown --device-map {device_map!r}", f"use one of {', '.join(DEVICE_MAPS)}")
-    if dist is not None and dist.distributed:
+    dmap = parse_device_map(device_map)
+    if dmap is not None and dist is not None and dist.distributed:
         raise UsageError("--device-map cannot be combined with torchrun data parallelism (world size "
                          f"{dist.world_size})", "run model-parallel jobs as one process: `itictl extract --device-map auto`")
+    return dmap
 
 
 def _parents(model_art, ds_art) -> dict[str, str]:
@@ -157,8 +125,9 @@ def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, d
     from itictl.data import ensure_dataset
     from itictl.models import ensure_model
 
-    dev = _cheap_auto_device() if (device or "auto").lower() == "auto" else resolve_device(device)
-    from itictl.models import resolve_dtype
+    from itictl.models.loading import device_kind, resolve_dtype
+
+    dev = device_kind(device)
 
     dt = resolve_dtype(dtype, dev)
     params = extract_params(fmt, limit=limit, layer_wise=layer_wise, dtype=dt, seed=seed,
@@ -283,7 +252,7 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
     from itictl import distributed as D
     from itictl.data import build_prompts, read_dataset
     from itictl.models import load_model
-    from itictl.models import resolve_device as models_resolve_device
+    from itictl.models import resolve_device
 
     dist = dist or D.SINGLE
     fmt = params["format"]
@@ -295,7 +264,7 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
             prompts = prompts[: params["limit"]]
         if not prompts:
             raise BadInputError(f"the dataset has no {fmt} prompts", "check --data and --dataset")
-        dev = models_resolve_device(D.rank_device(dist, device)) if dist.distributed else device
+        dev = resolve_device(D.rank_device(dist, device)) if dist.distributed else device
         kw: dict[str, Any] = {"device_map": device_map} if device_map else {}  # only when set (model parallel)
         if out is not None:
             with out.status(f"loading model {model_art.key[:12]} on {dev}"):

@@ -42,8 +42,8 @@ def eval_(
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA directory (else $ITICTL_DATA, else the Hub)."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
-    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="auto|balanced|sequential",
-                                             help="Spread one model over several GPUs (accelerate device map); not with torchrun."),
+    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
+                                             help="Spread one model over several GPUs: auto, balanced, sequential (accelerate) or a JSON {module: device} object; not with torchrun."),
 ) -> None:
     st = state(ctx)
     with rank_session(st, device, device_map) as dist:

@@ -332,7 +332,7 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
     opts.validate()
     from itictl.extract import check_device_map
 
-    check_device_map(device_map, dist)
+    device_map = check_device_map(device_map, dist)
     device = DI.rank_device(dist, opts.device) if dist.distributed else opts.device
     from itictl import data as D
     from itictl import extract as X

@@ -199,6 +199,32 @@ def resolve_device(device: str | None) -> str:
     raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
 
 
+def device_kind(device: str | None) -> str:
+    """'cpu' or 'cuda' (or 'mps') for a --device value, without importing torch (1-2 s), so that
+    keys (which hold the dtype the device implies) are cheap and a cached step returns fast.
+    'auto' is guessed from the installed torch (a CUDA build) and an NVIDIA device node; the real
+    resolution (resolve_device) happens when a model is loaded."""
+    import importlib.util
+    import re
+
+    device = (device or "auto").strip().lower()
+    if device in ("cpu", "mps"):
+        return device
+    if device == "cuda" or device.startswith("cuda:"):
+        return "cuda"
+    if device != "auto":
+        raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return "cpu"
+    try:
+        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
+    except OSError:
+        return "cpu"
+    m = re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return "cuda" if m and Path("/dev/nvidia0").exists() else "cpu"
+
+
 def resolve_dtype(dtype: str | None, device: str) -> str:
     """The one dtype policy of every step: 'auto' -> float32 on CPU, float16 on an accelerator
     (as the reference runs Llama). Needs no torch import, so keys can be computed cheaply."""
