@@ -27,13 +27,16 @@ THRESHOLD = 0.5
 OPENAI_BATCH = 20  # prompts per /v1/completions request (the legacy API takes a list)
 
 # Local judges published by AllenAI (Llama-2-7B fine-tuned on finetune_truth/info.jsonl).
-# UNVERIFIED_REVISION (None) = the repository's main branch, resolved to a commit at each run (that
-# commit is in the eval artifact's params). Pin a commit here once verified against the Hub; until
-# then users pin per run with hf:ALIAS@COMMIT (an explicit @REVISION always wins).
+# The aliases pin the commits that independent public evaluation scripts pin for these two repos
+# (several agree; this machine cannot reach the Hub to re-check them). An explicit @REVISION always
+# wins; UNVERIFIED_REVISION (None) would mean the main branch, resolved to a commit at each run
+# (that commit is in the eval artifact's params either way).
 UNVERIFIED_REVISION = None
 HF_JUDGES: dict[str, dict[str, Any]] = {
-    "truth-llama2-7b": {"repo": "allenai/truthfulqa-truth-judge-llama2-7B", "revision": UNVERIFIED_REVISION, "kind": "truth"},
-    "info-llama2-7b": {"repo": "allenai/truthfulqa-info-judge-llama2-7B", "revision": UNVERIFIED_REVISION, "kind": "info"},
+    "truth-llama2-7b": {"repo": "allenai/truthfulqa-truth-judge-llama2-7B",
+                        "revision": "8f718cb4e68bc30a488727a0e37190835a7c129e", "kind": "truth"},
+    "info-llama2-7b": {"repo": "allenai/truthfulqa-info-judge-llama2-7B",
+                       "revision": "72601eff294cbf7e8d7188ae82397e19cb9bb9bd", "kind": "info"},
 }
 
 
