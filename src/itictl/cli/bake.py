@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, state
+from itictl.cli.common import artifact_doc, device_map_option, state
 
 HELP = """Bake an intervention into o_proj biases (bias = W_o·δ_l) as a plain Hugging Face model.
 
@@ -22,8 +22,7 @@ def bake(
     ref: Optional[str] = typer.Argument(None, help="Intervention ref (default: the intervention of `last-eval`)."),
     dtype: str = typer.Option("auto", "--dtype", help="Weights dtype of the baked model: auto (float32 on CPU, float16 on GPUs), float32, bfloat16, float16."),
     device: str = typer.Option("cpu", "--device", help="Where to load the model while baking (cpu, cuda, auto)."),
-    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
-                                             help="Split a model too large for one device: auto, balanced, sequential (accelerate) or a JSON {module: device} object; overrides --device."),
+    device_map: Optional[str] = device_map_option("Split a model too large for one device", "overrides --device"),
     tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
 ) -> None:
     from itictl.bake import intervention_of_last_eval, run_bake

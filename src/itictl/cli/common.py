@@ -77,6 +77,12 @@ def not_built(name: str, issue: str) -> None:
     raise NotBuiltError(f"`itictl {name}` is not built yet", f"it is planned ({issue}); see docs/guide.md")
 
 
+def device_map_option(what: str = "Spread one model over several GPUs", extra: str = "not with torchrun"):
+    """The --device-map option every model-loading command shares (one help text, one metavar)."""
+    return typer.Option(None, "--device-map", metavar="MAP",
+                        help=f"{what}: auto, balanced, sequential (accelerate) or a JSON {{module: device}} object; {extra}.")
+
+
 def rank_session(st: AppState, device: str | None, device_map: str | None):
     """The torch.distributed session of a command started by torchrun (a no-op for one process):
     checks --device-map against it, and makes every rank but 0 quiet (rank 0 alone shows progress

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, rank_session, split_list, state
+from itictl.cli.common import artifact_doc, device_map_option, rank_session, split_list, state
 
 HELP = """k-fold TruthfulQA evaluation with and without the intervention (validate_2fold.py semantics).
 
@@ -42,8 +42,7 @@ def eval_(
     data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA directory (else $ITICTL_DATA, else the Hub)."),
     device: str = typer.Option("auto", "--device"),
     dtype: str = typer.Option("auto", "--dtype"),
-    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
-                                             help="Spread one model over several GPUs: auto, balanced, sequential (accelerate) or a JSON {module: device} object; not with torchrun."),
+    device_map: Optional[str] = device_map_option(),
 ) -> None:
     st = state(ctx)
     with rank_session(st, device, device_map) as dist:

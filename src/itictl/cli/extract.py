@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, rank_session, split_list, state
+from itictl.cli.common import artifact_doc, device_map_option, rank_session, split_list, state
 
 HELP = ("Extract head-wise activations (o_proj inputs at the last prompt token, every layer) for "
         "TruthfulQA prompts into an HDF5 artifact")
@@ -44,8 +44,7 @@ def extract(
                                                help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/64, 4096 to 65536); not part of the key."),
     seed: int = typer.Option(42, "--seed", help="Seed for tqa_gen_end_q's random other question."),
     store_dtype: str = typer.Option("auto", "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32."),
-    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
-                                             help="Spread one model over several GPUs: auto, balanced, sequential (accelerate) or a JSON {module: device} object; not with torchrun."),
+    device_map: Optional[str] = device_map_option(),
 ) -> None:
     st = state(ctx)
     with rank_session(st, device, device_map) as dist:

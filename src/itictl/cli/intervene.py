@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, state
+from itictl.cli.common import artifact_doc, device_map_option, state
 
 HELP = "Build an intervention (top-K heads, alpha, direction) and steer generation"
 
@@ -59,8 +59,7 @@ def intervene(
     positions: str = typer.Option("generated", "--positions", help="generated (last prompt token + new tokens) or all."),
     dtype: str = typer.Option("auto", "--dtype", help="Compute dtype for extraction and generation."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    device_map: Optional[str] = typer.Option(None, "--device-map", metavar="MAP",
-                                             help="Split the model across devices (extraction and --prompt): auto, balanced, sequential (accelerate) or a JSON {module: device} object; overrides --device."),
+    device_map: Optional[str] = device_map_option("Split the model across devices (extraction and --prompt)", "overrides --device"),
 ) -> None:
     from itictl.config import data_dir
     from itictl.errors import BadInputError
