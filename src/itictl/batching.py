@@ -1,4 +1,5 @@
-"""Small tensor helpers shared by the scoring paths (judges, natural-text CE/KL)."""
+"""Small tensor helpers shared by the batched paths (extraction, MC/judge/CE-KL scoring):
+`right_pad` and `to_device` (host -> device without a stream sync)."""
 
 from __future__ import annotations
 
@@ -16,3 +17,14 @@ def right_pad(rows: Sequence[Sequence[int]], pad_id: int = 0):
         ids[r, :len(row)] = torch.as_tensor(list(row), dtype=torch.long)
         mask[r, :len(row)] = 1
     return ids, mask
+
+
+def to_device(a: Any, device: Any) -> Any:
+    """numpy/CPU tensor -> device without a stream sync: a pageable host->GPU copy waits for the
+    GPU to go idle, so the next batch could not be prepared while the last one computes."""
+    import torch
+
+    t = torch.as_tensor(a)
+    if torch.device(device).type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

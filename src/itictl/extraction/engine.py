@@ -222,7 +222,8 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
     4D mask (sdpa, eager); otherwise their prompts run one per row, right-padded."""
     import torch
 
-    from itictl.extraction.packing import build_batch, mask_dtype_for, supports_tree_masks, to_device
+    from itictl.batching import right_pad, to_device
+    from itictl.extraction.packing import build_batch, mask_dtype_for, supports_tree_masks
     from itictl.models.arch import decoder_stack
 
     stack = decoder_stack(model)
@@ -230,13 +231,8 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
     mdt = mask_dtype_for(model) if tree else None
 
     def pad(seqs: list[list[int]]) -> tuple[Any, Any, Any]:
-        T = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), T), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s, dtype=torch.long)
-            mask[r, : len(s)] = 1
-        lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        ids, mask = right_pad(seqs, pad_id)
+        lens = mask.sum(1)
         return to_device(ids, device), to_device(mask, device), to_device(lens, device)
 
     def gathered(parts: list, dev: Any) -> Any:

@@ -105,17 +105,6 @@ def batch_rows(rows: Sequence[Sequence[int]], lengths: Sequence[int], batch_toke
     return out
 
 
-def to_device(a: Any, device: Any) -> Any:
-    """numpy/CPU tensor -> device without a stream sync: a pageable host->GPU copy waits for the
-    GPU to go idle, so the next batch could not be prepared while the last one computes."""
-    import torch
-
-    t = torch.as_tensor(a)
-    if torch.device(device).type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
 def build_batch(units: Sequence[Unit], rows: Sequence[Sequence[int]], *, device: Any, pad_id: int,
                 mask_dtype: Any = None, prefix: Sequence[int] = (), pad_to: int = 0) -> PackedBatch:
     """Materialise rows (lists of indices into `units`) as one padded batch. `prefix` (optional)
@@ -167,6 +156,8 @@ def build_batch(units: Sequence[Unit], rows: Sequence[Sequence[int]], *, device:
                 s += 1
         seg[b, col:] = S - 1  # padding: position 0 (valid for learned position tables of any size)
     anc[:, S - 1, S - 1] = True
+    from itictl.batching import to_device
+
     ids_t, pos_t, seg_t, anc_t = (to_device(a, device) for a in (ids, pos, seg, anc))
     bi = torch.arange(B, device=device)[:, None, None]
     m = anc_t[bi, seg_t[:, :, None], seg_t[:, None, :]]                      # [B, T, T]
