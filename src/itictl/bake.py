@@ -121,6 +121,9 @@ def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa:
 
     from itictl.models.arch import o_proj_modules
 
+    if any(p.device.type == "meta" for p in model.parameters()):  # biases are added on every layer
+        raise UnsupportedError("some of the model's weights are offloaded (not in memory); cannot bake them",
+                               "use a --device-map that fits the model on the GPUs, or bake on the CPU")
     shifts = _layer_shifts(model, deltas)  # each on its layer's device
     mods = o_proj_modules(model)
     undo: list[tuple] = []
@@ -180,17 +183,6 @@ def intervention_of_last_eval(store, out=None):
     return chosen
 
 
-def _compute_device(device: str, dmap) -> str:
-    """'cpu' or 'cuda' as far as the dtype policy is concerned (a map on GPUs counts as cuda)."""
-    if dmap is None and (device or "cpu") != "auto":
-        return "cpu" if (device or "cpu") == "cpu" else "cuda"
-    if isinstance(dmap, dict):
-        return "cpu" if all(str(v) == "cpu" for v in dmap.values()) else "cuda"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "cpu",
              device_map: str | dict | None = None):
     """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached).
@@ -199,14 +191,14 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
     one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
     map is part of the key (the baked weights agree within the dtype's rounding)."""
     from itictl.modelcard import model_of, render_card
-    from itictl.models.loading import parse_device_map, resolve_dtype
+    from itictl.models.loading import compute_device, parse_device_map, resolve_dtype
 
     dmap = parse_device_map(device_map)  # a bad map fails before any work
     if intervention_art.kind != "intervention":
         raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
                             "pass an intervention ref (see `itictl store ls --kind intervention`)")
     model_art = model_of(store, intervention_art)
-    dtype = resolve_dtype(dtype, _compute_device(device, dmap))  # the key holds the dtype really used
+    dtype = resolve_dtype(dtype, compute_device(device, dmap))  # the key holds the dtype really used
     params = {"dtype": dtype}
     parents = {"intervention": intervention_art.key, "model": model_art.key}
 

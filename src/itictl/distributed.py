@@ -14,8 +14,9 @@ every rank ends each phase with one all_gather of (error, value). If any rank fa
 raises (the failing one its own error, the others `RankFailedError` with the failing rank's
 one-line message and exit code), so torchrun sees non-zero exits. A rank killed by a signal never
 reaches the gather: torchrun's elastic agent notices the dead worker and terminates the others,
-and `torchrun` exits non-zero (see docs/scaling.md). No data travels through collectives: ranks
-exchange work through files under the store's tmp/.
+and `torchrun` exits non-zero (see docs/scaling.md). Activations never travel through collectives:
+ranks exchange them through files under the store's tmp/; eval's small results (answers, MC scores,
+CE/KL values) are gathered with all_gather_object.
 """
 
 from __future__ import annotations

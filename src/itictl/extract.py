@@ -47,8 +47,9 @@ def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
 
 
 def default_batch_tokens(device: str, total_tokens: int | None = None) -> int:
-    """--batch-tokens when not given: 4096 on CPU. On an accelerator 65536, but given the prompts' total token count,
-    small enough that the plan has ~64 forwards or more (never below 4096): a plan of 2 huge
+    """--batch-tokens when not given: 4096 on CPU. On an accelerator 65536, but given the prompts' total
+    (unshared) token count, about 1/64 of it as a power of two, never below 4096 (tqa_mc2: 161,687
+    tokens -> 4096; prefix sharing halves the tokens, so that plan has 19 forwards): a plan of 2 huge
     batches (all of tqa_mc2 at 65536) cannot be shared among data-parallel ranks, and the plan
     must not depend on the world size (so that the payload is bit-identical to one process's)."""
     if str(device).startswith("cpu"):
@@ -86,7 +87,8 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
 
     def resolve():
         return _key_inputs(store, model_spec, fmt, data_dir, limit=limit, layer_wise=layer_wise, dtype=dtype,
-                           device=device, seed=seed, store_dtype=store_dtype, out=out, revision=revision)
+                           device=device, seed=seed, store_dtype=store_dtype, out=out, revision=revision,
+                           device_map=device_map)
 
     if not dist.distributed:
         params, model_art, ds_art = resolve()
@@ -120,16 +122,13 @@ def _parents(model_art, ds_art) -> dict[str, str]:
 
 
 def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, device, seed, store_dtype, out,
-                revision):
+                revision, device_map=None):
     """-> (params, model artifact, dataset artifact): everything the key depends on."""
     from itictl.data import ensure_dataset
     from itictl.models import ensure_model
+    from itictl.models.loading import compute_device, resolve_dtype
 
-    from itictl.models.loading import device_kind, resolve_dtype
-
-    dev = device_kind(device)
-
-    dt = resolve_dtype(dtype, dev)
+    dt = resolve_dtype(dtype, compute_device(device, device_map))  # the dtype load_model will use
     params = extract_params(fmt, limit=limit, layer_wise=layer_wise, dtype=dt, seed=seed,
                             store_dtype=resolve_store_dtype(store_dtype, dt))
     model_art = ensure_model(store, model_spec, revision=revision, out=out)

@@ -26,24 +26,19 @@ def bake(
     tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
 ) -> None:
     from itictl.bake import intervention_of_last_eval, run_bake
-    from itictl.errors import BadInputError
-
-    from itictl.models.loading import parse_device_map, set_load_quiet
+    from itictl.models.loading import parse_device_map, resolve_dtype, set_load_quiet
 
     st = state(ctx)
     set_load_quiet(st.out.quiet)
     dmap = parse_device_map(device_map)  # exit 4 before any store work
     store = st.store
-    if dtype not in ("auto", "float32", "bfloat16", "float16"):
-        raise BadInputError(f"unknown dtype {dtype!r}", "use auto, float32, bfloat16 or float16")
+    resolve_dtype(dtype, "cpu")  # exit 4 on an unknown dtype before any work
     if tag is not None:
-        from itictl.store.core import REF_RE
+        from itictl.store.core import check_ref_name
 
-        if not REF_RE.match(tag):
-            raise BadInputError(f"invalid ref name {tag!r}", "use letters, digits, '.', '_' and '-' only")
+        check_ref_name(tag)
     inter = store.open(ref) if ref else intervention_of_last_eval(store, st.out)
-    with store.lease():
-        art, cached = run_bake(store, inter, st.out, dtype=dtype, device=device, device_map=dmap)
+    art, cached = run_bake(store, inter, st.out, dtype=dtype, device=device, device_map=dmap)
     store.tag("last-bake", art.key)
     if tag:
         store.tag(tag, art.key)

@@ -35,7 +35,7 @@ def eval_(
     info_judge: Optional[str] = typer.Option(None, "--info-judge", help="Info judge: openai:MODEL or hf:ID_OR_PATH[@REV]."),
     openai_base_url: Optional[str] = typer.Option(None, "--openai-base-url", help="OpenAI-compatible server URL."),
     limit_questions: Optional[int] = typer.Option(None, "--limit-questions", help="Use the first N questions."),
-    text: Optional[str] = typer.Option(None, "--text", metavar="FILE", help="Natural text for CE/KL (else stas/openwebtext-10k)."),
+    text: Optional[str] = typer.Option(None, "--text", metavar="FILE", help="Natural text for CE/KL (needed for them; without it they are reported as skipped)."),
     text_samples: int = typer.Option(100, "--text-samples", help="CE/KL samples of 128 tokens (reference: 100)."),
     mc_style: str = typer.Option("truthfulqa", "--mc-style", help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2)."),
     eval_dataset: str = typer.Option("truthfulqa", "--eval-dataset", help="truthfulqa | nq_open | trivia_qa."),
@@ -80,8 +80,7 @@ def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val
                        many_shot_prefix=prefix_text, metrics=split_list(metrics), judge=judge, info_judge=info_judge,
                        openai_base_url=openai_base_url, limit_questions=limit_questions, text=text, text_samples=text_samples, mc_style=mc_style,
                        eval_dataset=eval_dataset, data_dir=str(dd) if dd else None, device=device, dtype=dtype)
-    with st.store.lease():
-        art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)
+    art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)  # st.store holds the lease
     if not dist.is_main:
         return
     result = artifact_doc(art, cached, **doc, world_size=dist.world_size, summary=[s["summary"] for s in doc["settings"]])

@@ -186,9 +186,9 @@ def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8)
                                 "revisions apply to Hub ids: hf:ORG/NAME@REVISION")
         if not (path / "config.json").is_file():
             raise NotFoundError(f"judge folder {path} has no config.json", "point hf: at a Hugging Face model folder")
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model"))
-        digests = {p.name: (store.file_digest(p) if store is not None else f"{p.stat().st_size}") for p in files}
-        ident = {"type": "hf", "source": "folder", "digests": digests}
+        from itictl.models.identity import folder_identity
+
+        ident = {"type": "hf", **folder_identity(store, path)}  # the identity a model folder gets
     else:
         if loc.count("/") != 1:
             raise NotFoundError(f"judge {loc!r} is neither a folder nor a Hub id", "use hf:ORG/NAME[@REV], a folder, or an alias")
@@ -204,20 +204,23 @@ def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from itictl.models.loading import resolve_device
+
+        dev = resolve_device(device)
         where = path if commit is None else download_hub_judge(loc, commit)
         try:
             tok = AutoTokenizer.from_pretrained(where)
-            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32 if device == "cpu" else torch.float16)
+            model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32 if dev == "cpu" else torch.float16)
         except (OSError, ValueError) as e:
             raise RemoteError(f"cannot load judge {loc}: {redact(str(e)).splitlines()[0][:160]}",
                               "the judge must be a causal LM folder with safetensors weights and a tokenizer") from None
-        model.to(device).eval()
-        state["model"], state["tok"] = model, tok
+        model.to(dev).eval()
+        state["model"], state["tok"], state["dev"] = model, tok, dev
         return model, tok
 
     def score(prompts: list[str]) -> list[float]:
         model, tok = load()
-        return yes_probability(model, tok, prompts, device=device, batch_size=batch_size)
+        return yes_probability(model, tok, prompts, device=state["dev"], batch_size=batch_size)
 
     spec = f"hf:{loc}" + (f"@{revision}" if revision else "")
     return Judge(spec=spec, identity=ident, _score=score)
@@ -227,29 +230,30 @@ def yes_probability(model, tok, prompts: list[str], *, device: str = "cpu", batc
     """P(" yes" | prompt): the probability of the continuation's tokens (one token for Llama)."""
     import torch
 
+    from itictl.batching import right_pad
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
-        rows, starts = [], []
-        for p in chunk:
-            base = tok(p)["input_ids"]
-            full = tok(p + " yes")["input_ids"]
+        bases = tok(chunk)["input_ids"]
+        rows = [list(x) for x in tok([p + " yes" for p in chunk])["input_ids"]]
+        starts = []
+        for base, full in zip(bases, rows):
             n = 0
             while n < min(len(base), len(full)) and base[n] == full[n]:
                 n += 1
-            if n == len(full):  # tokenizer merged " yes" away; score nothing
-                n = len(full) - 1
-            rows.append(full)
-            starts.append(n)
-        from itictl.batching import right_pad
-
-        ids, mask = right_pad(rows, tok.pad_token_id if tok.pad_token_id is not None else 0)
+            starts.append(min(n, len(full) - 1))  # tokenizer merged " yes" away: score its last token
+        ids, mask = right_pad(rows, pad)
+        r_idx = [r for r, row in enumerate(rows) for _ in range(starts[r], len(row))]
+        p_idx = [p for r, row in enumerate(rows) for p in range(starts[r] - 1, len(row) - 1)]
+        tgt = [t for r, row in enumerate(rows) for t in row[starts[r]:]]
         with torch.no_grad():
-            logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
-        for r, row in enumerate(rows):
-            tgt = torch.tensor(row[starts[r]:], device=logp.device)
-            pos = torch.arange(starts[r] - 1, len(row) - 1, device=logp.device)
-            out.append(float(logp[r, pos, tgt].sum().exp()))
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # [B, T, V]
+            lp = logits[r_idx, p_idx].float().log_softmax(-1)  # only the scored positions
+            lp = lp[torch.arange(len(tgt)), torch.tensor(tgt, device=lp.device)]
+        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, torch.tensor(r_idx), lp.double().cpu())
+        out.extend(float(x) for x in sums.exp())
     return out
 
 

@@ -1,7 +1,8 @@
 """CE loss on natural text and KL(original ‖ intervened) of next-token distributions.
 
-Owns: `load_samples` (100 samples × 128 tokens, seeded, from a text file or the Hub's
-stas/openwebtext-10k), `baseline_logprobs` (the α = 0 pass, computed once and reused) and
+Owns: `load_samples` (100 samples × 128 tokens, seeded, from a text file — the reference's
+stas/openwebtext-10k is a loading-script dataset, so eval skips CE/KL without --text), `baseline`
+(the α = 0 pass, computed once and reused) and
 `ce_kl` (CE of the intervened model and its KL to the baseline). Semantics of the reference's
 run_ce_loss / run_kl_wrt_orig: CE = mean over samples of the mean next-token loss; KL = mean over
 samples of Σ_t KL(p_orig,t ‖ p_int,t) / T with probabilities clamped at 1e-10. The intervention
@@ -13,13 +14,12 @@ batch order: the means equal a single process's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from itictl.errors import NotFoundError, RemoteError
+from itictl.errors import NotFoundError
 
 N_SAMPLES = 100
 N_TOKENS = 128
@@ -43,28 +43,11 @@ def _text_chunks(path: Path) -> list[str]:
     return paras
 
 
-def _hub_texts() -> list[str]:
-    if os.environ.get("HF_HUB_OFFLINE") or os.environ.get("ITICTL_OFFLINE"):
-        raise RemoteError("no --text given and the Hub is offline", "pass --text FILE (any natural text)")
-    try:
-        from huggingface_hub import hf_hub_download
-
-        p = hf_hub_download("stas/openwebtext-10k", "openwebtext-10k.py", repo_type="dataset", etag_timeout=5)
-    except Exception:  # noqa: BLE001 - any Hub failure means: offline
-        raise RemoteError("cannot reach the Hub for stas/openwebtext-10k",
-                          "pass --text FILE (e.g. WikiText-2 raw test) to measure CE/KL offline") from None
-    raise RemoteError(f"stas/openwebtext-10k is a script dataset ({p}); itictl cannot run it",
-                      "pass --text FILE")
-
-
-def load_samples(tok, text_path: Path | None, *, n: int = N_SAMPLES, n_tokens: int = N_TOKENS, seed: int = 42) -> list[list[int]]:
+def load_samples(tok, text_path: Path, *, n: int = N_SAMPLES, n_tokens: int = N_TOKENS, seed: int = 42) -> list[list[int]]:
     """`n` token windows of ≤ n_tokens (BOS included), drawn from texts long enough, seeded."""
-    if text_path is None:
-        texts = _hub_texts()
-    else:
-        if not Path(text_path).is_file():
-            raise NotFoundError(f"text file {text_path} not found", "pass --text FILE with natural text")
-        texts = _text_chunks(Path(text_path))
+    if not Path(text_path).is_file():
+        raise NotFoundError(f"text file {text_path} not found", "pass --text FILE with natural text")
+    texts = _text_chunks(Path(text_path))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(texts))
     out = []
@@ -87,7 +70,9 @@ def _batches(samples: list[list[int]], bs: int):
 def _logprobs(model, chunk: list[list[int]]):
     import torch
 
-    dev = next(model.parameters()).device
+    from itictl.models.loading import input_device
+
+    dev = input_device(model)
     from itictl.batching import right_pad
 
     ids, mask = right_pad(chunk, 0)

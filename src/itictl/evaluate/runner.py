@@ -9,8 +9,8 @@ every extract/probe/intervene artifact (through the store). Results: per-fold an
 
 Under torchrun (world > 1) every rank runs run_eval: extraction is data-parallel (extract.py),
 probe/intervene objects are built once under their key locks, and in the eval build the ranks
-share generation batches and CE/KL sample batches exactly (gathered on every rank); MC scoring
-and judge calls run on rank 0 only; rank 0 computes the metrics and commits the artifact (same
+share MC-scoring forwards, generation batches and CE/KL sample batches exactly (gathered on
+every rank); judge calls run on rank 0 only; rank 0 computes the metrics and commits the artifact (same
 key as one process). A rank failing between two collectives exits, and torchrun stops the rest.
 """
 
@@ -352,7 +352,11 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
         raise BadInputError(f"{n} questions cannot make {opts.folds} folds", "raise --limit-questions")
     settings = settings_of(opts)
     need_iv = any(a != 0 for _, a in settings)
-    judges, skipped = _build_judges(opts, store, opts.device if opts.device != "auto" else "cpu")
+    judges, skipped = _build_judges(opts, store, opts.device)  # hf: judges resolve 'auto' when they load
+    if set(opts.metrics) & {"ce", "kl"} and not opts.text:  # decided up front, not after the model load
+        why = ("no --text FILE (the Hub's stas/openwebtext-10k is a loading-script dataset itictl cannot "
+               "run; pass any natural text, e.g. wikitext-2-raw-test.txt)")
+        skipped.update({"CE Loss": why, "KL wrt Original": why})
     text_digest = None
     if opts.metrics and set(opts.metrics) & {"ce", "kl"} and opts.text:
         if not Path(opts.text).is_file():
@@ -364,7 +368,7 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
     parents: dict[str, str] = {"model": model_art.key, "dataset": ds_art.key}
     deltas_keys: dict[tuple[int, int, float], str] = {}
     if need_iv:
-        common = dict(seed=opts.seed, out=out, device=opts.device)
+        common = dict(seed=opts.seed, out=out, device=opts.device, dtype=opts.dtype, device_map=device_map)
         # --limit-questions N counts questions; extraction's --limit counts prompts: take exactly the
         # prompts of the first N questions, so probes' folds are the eval's folds.
         acts, _ = _call(X.run_extract, store, opts.model, "tqa_mc2", data_dir,
@@ -407,11 +411,10 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
         model, tok = lm.model, lm.tokenizer
         folds = D.question_folds(n, opts.folds, opts.seed, opts.split)
         text_samples = None
-        if set(opts.metrics) & {"ce", "kl"}:
+        if set(opts.metrics) & {"ce", "kl"} and opts.text:
             from itictl.evaluate.natural_text import load_samples
 
-            text_samples = load_samples(tok, Path(opts.text) if opts.text else None, n=opts.text_samples,
-                                        seed=opts.seed)
+            text_samples = load_samples(tok, Path(opts.text), n=opts.text_samples, seed=opts.seed)
         ev = Evaluator(model, tok, questions, opts, judges=judges, skipped=dict(skipped),
                        text_samples=text_samples, out=out if dist.is_main else None, transfer=transfer, dist=dist)
         loaded: dict[str, Any] = {}

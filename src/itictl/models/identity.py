@@ -149,6 +149,7 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def folder_identity(store, folder: Path) -> dict[str, Any]:
+    """Every file's sha256 (through the store's digest cache when a store is given)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise BadInputError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
@@ -156,7 +157,11 @@ def folder_identity(store, folder: Path) -> dict[str, Any]:
     files = folder_files(folder)
     if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
         raise BadInputError(f"{folder} has no weight files (*.safetensors, *.bin)", "pass a complete model folder")
-    return {"source": "folder", "digests": {p.name: store.file_digest(p) for p in files}}
+    if store is not None:  # cached by path, size and mtime
+        return {"source": "folder", "digests": {p.name: store.file_digest(p) for p in files}}
+    from itictl.store.keys import sha256_file
+
+    return {"source": "folder", "digests": {p.name: sha256_file(p) for p in files}}
 
 
 def gguf_identity(store, path: Path) -> dict[str, Any]:

@@ -300,13 +300,15 @@ def _map_memo_key(device_map: str | dict[str, str] | None) -> str | None:
     return device_map
 
 
-def _map_compute_device(device_map: str | dict[str, str]) -> str:
-    """The device the dtype policy sees for a map: 'cpu' only when nothing goes to a GPU."""
-    import torch
-
+def compute_device(device: str | None, device_map: str | dict[str, str] | None = None) -> str:
+    """'cpu' or 'cuda' as the dtype policy sees a --device / --device-map pair, torch-free: a map
+    counts as 'cpu' only when nothing goes to a GPU ('auto'-style maps follow device_kind('auto'));
+    without a map, device_kind(device)."""
     if isinstance(device_map, dict):
-        return "cpu" if set(device_map.values()) == {"cpu"} else "cuda"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+        return "cpu" if set(map(str, device_map.values())) == {"cpu"} else "cuda"
+    if device_map:
+        return device_kind("auto")
+    return device_kind(device)
 
 
 def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, str], trust_remote_code: bool) -> None:
@@ -413,7 +415,7 @@ def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
     follows set_load_quiet."""
     info = model_info(model_art)
     dmap = parse_device_map(device_map)
-    dev = _map_compute_device(dmap) if dmap is not None else resolve_device(device)
+    dev = compute_device(None, dmap) if dmap is not None else resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     memo_key = (str(Path(store.root).resolve()), model_art.key, dt, dev if dmap is None else None,
                 _map_memo_key(dmap), bool(trust_remote_code))

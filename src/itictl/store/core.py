@@ -123,6 +123,14 @@ def _store_os_error(e: OSError, root: Path) -> StoreError:
     return StoreError(f"store write failed: {e.strerror or e}", "check the store directory and free space")
 
 
+def check_ref_name(name: str) -> None:
+    """A valid ref name (checked before long work that will end by tagging it)."""
+    if not REF_RE.match(name) or ".." in name:
+        raise BadInputError(f"invalid ref name {name!r}", "use letters, digits, '.', '_' and '-' only")
+    if is_key(name) or (len(name) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in name)):
+        raise BadInputError(f"ref name {name!r} looks like a key prefix", "pick a name with a non-hex letter")
+
+
 class Store:
     def __init__(self, root: Path | str):
         self.root = Path(root)
@@ -318,10 +326,7 @@ class Store:
 
     # ---- refs ---------------------------------------------------------------------------
     def tag(self, name: str, key: str) -> None:
-        if not REF_RE.match(name) or ".." in name:
-            raise BadInputError(f"invalid ref name {name!r}", "use letters, digits, '.', '_' and '-' only")
-        if is_key(name) or (len(name) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in name)):
-            raise BadInputError(f"ref name {name!r} looks like a key prefix", "pick a name with a non-hex letter")
+        check_ref_name(name)
         if not self.has(key):
             raise NotFoundError(f"no object {key[:12]}", "list objects with `itictl store ls`")
         self.ensure()
