@@ -55,25 +55,16 @@ Positions = Union[str, AnswerPositions, TokenMask]
 
 def o_proj_list(model: nn.Module) -> list[nn.Module]:
     """The output projection of every layer (its input is the head-wise activation [.., H·D])."""
-    try:
-        from itictl.models.arch import o_proj_modules
-    except ImportError:
-        o_proj_modules = None
-    if o_proj_modules is not None:
-        return list(o_proj_modules(model))
-    base = getattr(model, "model", model)
-    return [layer.self_attn.o_proj for layer in base.layers]
+    from itictl.models.arch import o_proj_modules
+
+    return list(o_proj_modules(model))
 
 
 def decoder_module(model: nn.Module) -> nn.Module:
     """The module that runs the decoder layers (sees input ids, mask and cache of every call)."""
-    try:
-        from itictl.models.arch import decoder_stack
-    except ImportError:
-        decoder_stack = None
-    if decoder_stack is not None:
-        return decoder_stack(model)
-    return getattr(model, "model", model)
+    from itictl.models.arch import decoder_stack
+
+    return decoder_stack(model)
 
 
 class _PositionState:

@@ -81,11 +81,9 @@ def probe(
 
         acts, _ = run_extract(st.store, model, dataset, data_dir(data), limit=limit, device=device, out=st.out,
                               revision=revision)
-    train_dev = None if device == "auto" else device
-    if train_dev is None:
-        import torch
+    from itictl.models.loading import resolve_device
 
-        train_dev = "cuda" if torch.cuda.is_available() else "cpu"
+    train_dev = resolve_device(device)  # validated: a bad --device exits 4, not a traceback
     art, cached = run_probe(st.store, acts, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split,
                             backend=backend, out=st.out, device=train_dev)
     doc = artifact_doc(art, cached, activations=acts.key, **probe_summary(art))

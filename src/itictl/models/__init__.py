@@ -16,9 +16,6 @@ __all__ = [
     "model_info", "parse_device_map", "resolve_device", "resolve_dtype", "resolve_model", "set_load_quiet",
 ]
 
-try:  # arch.py is owned by the extraction work; re-export it when present
-    from itictl.models.arch import HeadLayout, decoder_stack, get_arch, head_layout, o_proj_modules, out_proj_matrix
+from itictl.models.arch import HeadLayout, decoder_stack, get_arch, head_layout, o_proj_modules, out_proj_matrix
 
-    __all__ += ["HeadLayout", "decoder_stack", "get_arch", "head_layout", "o_proj_modules", "out_proj_matrix"]
-except ImportError:  # pragma: no cover
-    pass
+__all__ += ["HeadLayout", "decoder_stack", "get_arch", "head_layout", "o_proj_modules", "out_proj_matrix"]

@@ -200,7 +200,7 @@ def resolve_device(device: str | None) -> str:
 
 
 def device_kind(device: str | None) -> str:
-    """'cpu' or 'cuda' (or 'mps') for a --device value, without importing torch (1-2 s), so that
+    """'cpu' or 'cuda' for a --device value, without importing torch (1-2 s), so that
     keys (which hold the dtype the device implies) are cheap and a cached step returns fast.
     'auto' is guessed from the installed torch (a CUDA build) and an NVIDIA device node; the real
     resolution (resolve_device) happens when a model is loaded."""
@@ -208,7 +208,7 @@ def device_kind(device: str | None) -> str:
     import re
 
     device = (device or "auto").strip().lower()
-    if device in ("cpu", "mps"):
+    if device == "cpu":
         return device
     if device == "cuda" or device.startswith("cuda:"):
         return "cuda"
