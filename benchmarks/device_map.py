@@ -235,9 +235,9 @@ def main(argv=None) -> int:
     checks = results["checks"]
     failed: list[str] = []
 
-    def check(name: str, a, b, *, exact: bool = False) -> None:
+    def check(name: str, a, b) -> None:
         rel, mx = rel_diff(a, b)
-        ok = (mx == 0.0) if exact else rel < args.tol
+        ok = rel < args.tol
         checks[name] = {"rel": rel, "max_abs": mx, "pass": ok}
         print(f"  {name:38s} rel {rel:.2e}  max|Δ| {mx:.3e}  {'PASS' if ok else 'FAIL'}", flush=True)
         if not ok:

@@ -101,6 +101,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32, help="--make-model: layers")
     ap.add_argument("--small", action="store_true", help="--make-model: a tiny random model (smoke tests)")
     ap.add_argument("--tokenizer", default=None, help="--make-model: tokenizer folder (default: the embedded model's)")
+    ap.add_argument("--single-only", action="store_true", help="run only the single-process extract and print its meta")
     args = ap.parse_args()
 
     if args.make_model:
@@ -124,6 +125,11 @@ def main() -> None:
         common += ["--batch-tokens", str(args.batch_tokens)]
     try:
         a, a_wall = run([sys.executable, "-m", "itictl", "--store", str(one), *common], env)
+        if args.single_only:  # one process: its timings alone (issue 3's end-to-end CLI number)
+            ma = payload(one, a["key"])
+            print(json.dumps({"model": args.model, "dataset": args.dataset, "wall_s": round(a_wall, 1),
+                              "meta": ma["meta"], "digest": ma["files"]["activations.h5"]["sha256"]}, indent=2))
+            return
         b, b_wall = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
                          str(args.nproc), "-m", "itictl", "--store", str(dp), *common], env)
         ma, mb = payload(one, a["key"]), payload(dp, b["key"])

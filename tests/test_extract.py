@@ -228,7 +228,7 @@ def test_killed_run_resumes_from_last_complete_chunk(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "_save_chunk", dying_save)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, "b", prompts, batch_tokens=16)
-    assert len(list((tmp_path / "b.work").glob("chunk_*.npz"))) == 1
+    assert len(list((tmp_path / "b.work").glob("chunk_*"))) == 1
     monkeypatch.setattr(ex, "_save_chunk", real_save)
     h5, meta = _run(tmp_path, "b", prompts, batch_tokens=64)  # another batch size may resume too
     assert meta["resumed_prompts"] >= 4 and meta["resumed_prompts"] + meta["computed_prompts"] == len(prompts)
@@ -246,6 +246,34 @@ def _tqa_prompts(tqa_dir, fmt="tqa_mc2", n=24):
 
 
 @pytest.mark.integration
+def test_chunk_folders_are_whole_or_absent(tmp_path):
+    """A chunk is written block by block as one .npy per array and renamed into place: the parts
+    read back as their concatenation; a truncated array, a half-written partial_N folder and a
+    chunk from another plan are dropped (their prompts are redone)."""
+    import itictl.extract as ex
+
+    plan = {"n": 9, "layer_wise": True}
+    ex._load_done(tmp_path, plan)
+    rng = np.random.default_rng(0)
+    heads = [rng.standard_normal((n, 2, 6)).astype(np.float16) for n in (3, 2)]
+    resids = [rng.standard_normal((n, 3, 4)).astype(np.float16) for n in (3, 2)]
+    idx = [np.array([4, 0, 7]), np.array([2, 8])]
+    first = ex._save_chunk(tmp_path, 0, idx, heads, resids)
+    assert first.name == "chunk_000000" and not list(tmp_path.glob("partial_*"))
+    np.testing.assert_array_equal(np.load(first / "head.npy"), np.concatenate(heads))
+    np.testing.assert_array_equal(np.load(first / "resid.npy"), np.concatenate(resids))
+    second = ex._save_chunk(tmp_path, 1, [np.array([1])], [heads[0][:1]], [resids[0][:1]])
+    (tmp_path / "partial_000002").mkdir()  # killed while writing chunk 2
+    assert ex._load_done(tmp_path, plan)["done"] == {4, 0, 7, 2, 8, 1}
+    assert not (tmp_path / "partial_000002").exists()
+
+    with open(second / "resid.npy", "r+b") as f:  # a short file: rows missing
+        f.truncate(f.seek(0, 2) - 8)
+    state = ex._load_done(tmp_path, plan)
+    assert state["done"] == {4, 0, 7, 2, 8} and not second.exists() and state["files"] == [first]
+    assert ex._load_done(tmp_path, plan | {"n": 10})["done"] == set() and not first.exists()
+
+
 def test_embedded_batched_shared_equal_single(embedded, tqa_dir):
     from itictl.extraction.engine import extract_arrays
 

@@ -282,19 +282,10 @@ def assign_balanced(costs: list[int], world_size: int) -> list[int]:
     return owner
 
 
-def shard_evenly(n: int, ctx: DistContext | None = None) -> range:
-    """A contiguous share of range(n) for this rank (sizes differ by at most one)."""
-    ctx = ctx or _current
-    lo = n * ctx.rank // ctx.world_size
-    hi = n * (ctx.rank + 1) // ctx.world_size
-    return range(lo, hi)
-
-
 # ---- one artifact, many ranks ---------------------------------------------------------------
 
 def produce(store, ctx: DistContext, kind: str, params: Mapping[str, Any], parents: Mapping[str, str] | None,
-            build: Callable[[Any], None], *, schema_version: int = 1, step_version: int = 1,
-            key: str | None = None) -> tuple[Any, bool]:
+            build: Callable[[Any], None], *, schema_version: int = 1, step_version: int = 1) -> tuple[Any, bool]:
     """store.produce for every rank of a group: rank 0 holds the key lock and commits; the others
     run `build(None)` alongside rank 0's `build(BuildContext)` (so builds may use collectives,
     in the same order on every rank) and then open the committed artifact.

@@ -11,7 +11,7 @@ dtype is in the key because float16/bfloat16/float32 give meaningfully different
 Payload `activations.h5`: head_wise [N, L, H·D], layer_wise [N, L+1, hidden] (optional), label,
 question_index, answer_index, category (when the format has one), n_tokens; attrs model, L, H, D,
 hidden, format, dtype, store_dtype. Datasets are chunked [rows, 1, width] so one layer for all
-prompts reads contiguously. Work in progress lives in ctx.work as chunk_*.npz, written atomically
+prompts reads contiguously. Work in progress lives in ctx.work as chunk_N/ folders of .npy files, written atomically
 as each chunk of prompts finishes; a killed run resumes from them.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,19 @@ def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
 
 def default_batch_tokens(device: str, total_tokens: int | None = None) -> int:
     """--batch-tokens when not given: 4096 on CPU. On an accelerator 65536, but given the prompts' total
-    (unshared) token count, about 1/64 of it as a power of two, never below 4096 (tqa_mc2: 161,687
-    tokens -> 4096; prefix sharing halves the tokens, so that plan has 19 forwards): a plan of 2 huge
-    batches (all of tqa_mc2 at 65536) cannot be shared among data-parallel ranks, and the plan
-    must not depend on the world size (so that the payload is bit-identical to one process's)."""
+    (unshared) token count, about 1/32 of it as a power of two within [8192, 65536] (tqa_mc2:
+    161,687 tokens -> 8192; prefix sharing halves the tokens, so that plan has 10 forwards). Below
+    8192-token forwards a 7B model's matmuls lose efficiency (H100: 4096 is ~2 % slower end to end);
+    a plan of 2 huge batches (all of tqa_mc2 at 65536) leaves the device->host copies nothing to
+    hide behind and cannot be shared among data-parallel ranks; and the plan must not depend on
+    the world size (so that the payload is bit-identical to one process's): with many ranks pass a
+    smaller --batch-tokens (extract warns when there are fewer than 2 batches per rank)."""
     if str(device).startswith("cpu"):
         return 4096
     if not total_tokens:
         return 65536
-    per = -(-int(total_tokens) // 64)
-    return int(min(65536, max(4096, 1 << (per - 1).bit_length())))
+    per = -(-int(total_tokens) // 32)
+    return int(min(65536, max(8192, 1 << (per - 1).bit_length())))
 
 
 def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str, seed: int,
@@ -187,10 +189,11 @@ def _torch_dtype(name: str):
 
 
 def _chunk_files(work: Path) -> list[Path]:
-    """Completed chunks: a single process's (work/chunk_*.npz) and every rank's (work/rankR/)."""
+    """Completed chunks (folders): a single process's (work/chunk_N) and every rank's (work/rankR/)."""
     if not work.is_dir():
         return []
-    return sorted(work.glob("chunk_*.npz")) + sorted(work.glob("rank*/chunk_*.npz"))
+    found = sorted(work.glob("chunk_*")) + sorted(work.glob("rank*/chunk_*"))
+    return [p for p in found if p.is_dir()]
 
 
 def rank_work_dir(work: Path, dist) -> Path:
@@ -199,7 +202,8 @@ def rank_work_dir(work: Path, dist) -> Path:
 
 
 def _load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
-    """Completed chunks of an earlier, interrupted run with the same plan (else start afresh)."""
+    """Completed chunks of an earlier, interrupted run with the same plan (else start afresh);
+    half-written chunks (partial_N) and unreadable ones are removed (their prompts are redone)."""
     import shutil
 
     plan_file = work / "plan.json"
@@ -208,12 +212,12 @@ def _load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
             same = json.loads(plan_file.read_text()) == plan
         except (OSError, ValueError):
             same = False
-        if not same:
-            for p in work.iterdir():
-                if p.is_file():
-                    p.unlink()
-                elif p.is_dir() and p.name.startswith("rank"):
-                    shutil.rmtree(p, ignore_errors=True)
+        for p in work.iterdir():
+            if not same or p.name.startswith("partial_"):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+            elif p.is_dir() and p.name.startswith("rank"):
+                for q in p.glob("partial_*"):
+                    shutil.rmtree(q, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
     tmp = work / "plan.json.tmp"
     tmp.write_text(json.dumps(plan, sort_keys=True))
@@ -222,23 +226,55 @@ def _load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
     done: set[int] = set()
     for f in _chunk_files(work):
         try:
-            with np.load(f) as z:
-                idx = [int(i) for i in z["idx"]]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            f.unlink(missing_ok=True)  # unreadable: recompute its prompts
+            idx = _read_chunk(f, plan["layer_wise"])
+        except (OSError, ValueError, KeyError, EOFError):
+            shutil.rmtree(f, ignore_errors=True)  # unreadable: recompute its prompts
             continue
         files.append(f)
-        done.update(idx)
+        done.update(int(i) for i in idx)
     return {"files": files, "done": done}
 
 
-def _save_chunk(work: Path, seq: int, idx: np.ndarray, head: np.ndarray, resid: np.ndarray | None) -> Path:
-    final = work / f"chunk_{seq:06d}.npz"
-    tmp = work / f"partial_{seq:06d}.npz"  # not matched by chunk_*.npz until complete
-    arrays = {"idx": idx, "head": head}
-    if resid is not None:
-        arrays["resid"] = resid
-    np.savez(tmp, **arrays)
+def _read_chunk(f: Path, layer_wise: bool) -> np.ndarray:
+    """A chunk's prompt indices, after checking that its arrays are complete (memory-mapped headers:
+    a short file fails here). No pickle: object arrays are refused."""
+    idx = np.load(f / "idx.npy", allow_pickle=False)
+    names = ["head"] + (["resid"] if layer_wise else [])
+    for name in names:
+        a = np.load(f / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        if a.shape[0] != idx.shape[0]:
+            raise ValueError(f"{f.name}/{name}.npy has {a.shape[0]} rows for {idx.shape[0]} prompts")
+    return idx
+
+
+def _save_npy(path: Path, parts: list[np.ndarray]) -> None:
+    """Row-blocks `parts` as one .npy file, written block by block (no concatenated copy)."""
+    import numpy.lib.format as fmt
+
+    shape = (sum(len(a) for a in parts), *parts[0].shape[1:])
+    with open(path, "wb") as fh:
+        fmt.write_array_header_1_0(fh, {"descr": fmt.dtype_to_descr(parts[0].dtype), "fortran_order": False,
+                                        "shape": shape})
+        for a in parts:
+            np.ascontiguousarray(a).tofile(fh)
+
+
+def _save_chunk(work: Path, seq: int, idx: list[np.ndarray], head: list[np.ndarray],
+                resid: list[np.ndarray] | None) -> Path:
+    """One chunk folder (idx.npy, head.npy[, resid.npy]), written as partial_N and renamed to
+    chunk_N when complete, so a chunk that exists is whole. Plain .npy: fast to write, read back
+    without pickle, memory-mapped when merged."""
+    import shutil
+
+    final = work / f"chunk_{seq:06d}"
+    tmp = work / f"partial_{seq:06d}"  # not matched by chunk_* until complete
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    _save_npy(tmp / "idx.npy", idx)
+    _save_npy(tmp / "head.npy", head)
+    if resid:
+        _save_npy(tmp / "resid.npy", resid)
     os.replace(tmp, final)
     return final
 
@@ -286,71 +322,70 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
 
 def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, store_dtype: str, device, pad_id: int,
                     advance=lambda k=1: None) -> list[int]:
-    """Run `batches` (engine Batch objects) and save their rows as resumable chunk_*.npz files in
-    `work` (continuing its numbering; a chunk always ends at a yield boundary). -> rows computed."""
-    import torch
-
+    """Run `batches` (engine Batch objects) and save their rows as resumable chunk_N folders in
+    `work` (continuing its numbering; a chunk always ends at a batch boundary). -> rows computed."""
     from itictl.extraction.engine import run_batches
 
     work.mkdir(parents=True, exist_ok=True)
-    store_dt = _torch_dtype(store_dtype)
-    seq = 1 + max((int(f.stem.split("_")[1]) for f in work.glob("chunk_*.npz")), default=-1)
+    seq = 1 + max((int(f.name.split("_")[1]) for f in _chunk_files(work)), default=-1)
     computed: list[int] = []
-    acc_idx: list[int] = []
-    acc_head: list = []
-    acc_resid: list = []
-    writer = _ChunkWriter(work, device)
-
-    def flush() -> None:
-        nonlocal seq
-        if not acc_idx:
-            return
-        writer.put(seq, np.asarray(acc_idx, dtype=np.int64), torch.cat(acc_head),
-                   torch.cat(acc_resid) if acc_resid else None)
-        seq += 1
-        acc_idx.clear()
-        acc_head.clear()
-        acc_resid.clear()
-
-    with writer:
+    with _ChunkWriter(work, seq, device) as writer:
         for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                             pad_id=pad_id, out_dtype=store_dt):
-            acc_idx.extend(rows)
+                                             pad_id=pad_id, out_dtype=_torch_dtype(store_dtype)):
+            writer.put(rows, head, resid)
             computed.extend(rows)
-            acc_head.append(head)
-            if resid is not None:
-                acc_resid.append(resid)
-            if len(acc_idx) >= CHUNK_PROMPTS:
-                flush()
             advance(len(rows))
-        flush()
     return computed
 
 
 class _ChunkWriter:
-    """Writes finished chunks while the device keeps computing: the device->host copy runs on a side
-    stream and the write on a background thread (engine.HostCopies, at most 2 chunks in flight).
-    The first failure stops later writes (no chunk after a failed one is written) and is re-raised
-    in the caller."""
+    """Saves batches as resumable chunks while the device keeps computing: each batch is copied to
+    page-locked host memory on a side stream as soon as it is done (engine.HostCopies), and the
+    worker thread gathers batches until a chunk holds CHUNK_PROMPTS prompts, then writes it. Chunks
+    end at batch boundaries in submission order, so a resumed run continues the same plan. The
+    first failure stops later writes (no chunk after a failed one is written) and is re-raised in
+    the caller; a dying run writes nothing more (its partial chunk is lost, its batches redone)."""
 
-    def __init__(self, work: Path, device: Any = "cpu"):
+    def __init__(self, work: Path, seq: int, device: Any = "cpu"):
         from itictl.extraction.engine import HostCopies
 
-        self.work = work
+        self.work, self.seq = work, seq
         self.copies = HostCopies(device)
         self.failed = False
+        self.idx: list[np.ndarray] = []   # worker thread only
+        self.head: list[np.ndarray] = []
+        self.resid: list[np.ndarray] = []
 
-    def put(self, seq: int, idx: np.ndarray, head, resid) -> None:
-        def write(arrs: list) -> None:
+    def put(self, rows: list[int], head, resid) -> None:
+        idx = np.asarray(rows, dtype=np.int64)
+
+        def gather(arrs: list) -> None:
+            self.idx.append(idx)
+            self.head.append(arrs[0])
+            if arrs[1] is not None:
+                self.resid.append(arrs[1])
+            if sum(len(i) for i in self.idx) >= CHUNK_PROMPTS:
+                self._write()
+
+        self.copies.submit([head, resid], self._guarded(gather))
+
+    def _guarded(self, fn):
+        def run(arrs: list) -> None:
             if self.failed:
                 return
             try:
-                _save_chunk(self.work, seq, idx, arrs[0], arrs[1])
+                fn(arrs)
             except BaseException:
                 self.failed = True
                 raise
+        return run
 
-        self.copies.submit([head, resid], write)
+    def _write(self) -> None:
+        if not self.idx:
+            return
+        _save_chunk(self.work, self.seq, self.idx, self.head, self.resid or None)
+        self.seq += 1
+        self.idx, self.head, self.resid = [], [], []
 
     def __enter__(self) -> "_ChunkWriter":
         return self
@@ -358,6 +393,8 @@ class _ChunkWriter:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is not None:
             self.failed = True  # the run is dying: write nothing more
+        else:
+            self.copies.submit([], self._guarded(lambda arrs: self._write()))  # the last, short chunk
         self.copies.__exit__(exc_type, *exc)
 
 
@@ -372,13 +409,12 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
     so the payload is bit-identical to a single-process run's."""
     from itictl import distributed as D
     from itictl.extraction.engine import count_tokens, pad_token_id, plan_batches, tokenize_prompts
-    from itictl.models.arch import head_layout
+    from itictl.models.arch import head_layout, hidden_size
 
     dist = dist or D.SINGLE
     n = len(prompts)
     layout = head_layout(model)
-    cfg = model.config
-    hidden = int(getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd"))
+    hidden = hidden_size(model)
     prep: dict[str, Any] = {}
 
     def plan_phase() -> dict[str, Any]:
@@ -432,18 +468,21 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
 
     def warm_phase() -> float:
         """One forward of each batch shape this rank will run (typically 2: full forwards and the
-        last, smaller one), outputs discarded: kernel loading, cuBLAS/cuDNN plans and allocator
-        growth are paid here, outside compute_s, like the model load."""
+        last, smaller one), outputs copied to host and discarded: kernel loading, cuBLAS/cuDNN
+        plans, device and page-locked host allocator growth are paid here, outside compute_s,
+        like the model load."""
         t = time.time()
         if mine and str(device).startswith("cuda"):
-            from itictl.extraction.engine import run_batches
+            from itictl.extraction.engine import HostCopies, run_batches
 
             shapes = {}
             for b in mine:
                 shapes.setdefault((len(b.layout) or len(b.rows), b.packed), b)
-            for _ in run_batches(model, items, list(shapes.values())[:2], layer_wise=layer_wise, device=device,
-                                 pad_id=pad_token_id(tokenizer), out_dtype=_torch_dtype(store_dtype)):
-                pass
+            with HostCopies(device) as copies:
+                for _, head, resid in run_batches(model, items, list(shapes.values())[:2], layer_wise=layer_wise,
+                                                  device=device, pad_id=pad_token_id(tokenizer),
+                                                  out_dtype=_torch_dtype(store_dtype)):
+                    copies.submit([head, resid], lambda arrs: None)
         return round(time.time() - t, 3)
 
     warm = D.run_phase("warming up", warm_phase, dist)
@@ -453,11 +492,14 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
     if h5_path is None:
         return {}
 
+    t_write = time.time()
     _write_h5(h5_path, _chunk_files(work), prompts, n_tokens, fmt=fmt, dtype=dtype, store_dtype=store_dtype,
               layer_wise=layer_wise, layout=layout, hidden=hidden, model_key=model_key)
+    write_s = time.time() - t_write
     meta = {
         "n_prompts": n, "L": layout.n_layers, "H": layout.n_heads, "D": layout.head_dim, "hidden": hidden,
         "device": str(device), "batch_tokens": batch_tokens, "warmup_s": max(warm), "compute_s": round(compute_s, 3),
+        "write_s": round(write_s, 3),
         "prompts_per_s": round(len(todo) / compute_s, 2) if compute_s > 0 and todo else None,
         "resumed_prompts": len(done), "computed_prompts": len(todo),
         "tokens_real": counts["real"], "tokens_padded": counts["padded"], "tokens_unshared": counts["unshared"],
@@ -490,10 +532,9 @@ def _write_h5(path: Path, files: list[Path], prompts, n_tokens: np.ndarray, *, f
             full = np.empty(shape, dtype=np_dt)
             seen = np.zeros(n, dtype=bool)
             for p in files:
-                with np.load(p) as z:
-                    idx = z["idx"]
-                    full[idx] = z[key]
-                    seen[idx] = True
+                idx = np.load(p / "idx.npy", allow_pickle=False)
+                full[idx] = np.load(p / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+                seen[idx] = True
             if not seen.all():
                 raise RuntimeError(f"extraction incomplete: {int((~seen).sum())} prompts missing")
             f.create_dataset(name, data=full, chunks=(rows, 1, shape[2]))

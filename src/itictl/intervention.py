@@ -87,6 +87,14 @@ def _write(ctx, deltas: Mapping[int, np.ndarray], doc: dict[str, Any]) -> None:
     (ctx.out / "intervention.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
+def check_probes_model(probes_key: str, probes_model: str | None, model_key: str | None,
+                       model_label: str = "the requested model") -> None:
+    """One-line error when probes (trained on `probes_model`) are used with another model."""
+    if model_key is not None and probes_model is not None and probes_model != model_key:
+        raise BadInputError(f"probes {probes_key[:12]} were trained on model {probes_model[:12]}, not on "
+                            f"{model_label} ({model_key[:12]})", "pass probes made for this model, or drop --model")
+
+
 def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, direction: str = "com",
                   seed: int = 42, out=None, model_key: str | None = None):
     """Build an intervention from a probes artifact and tuning activations -> (Artifact, cached).
@@ -99,9 +107,7 @@ def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, di
     L, H, D = probes.layout
     validate(heads, alpha, direction, L, H)
     p_model = probes.doc.get("model_key")
-    if model_key is not None and p_model is not None and p_model != model_key:
-        raise BadInputError(f"probes {probes_art.key[:12]} were trained on model {p_model[:12]}, not on the requested "
-                            f"model {model_key[:12]}", "pass probes made for this model, or drop --model")
+    check_probes_model(probes_art.key, p_model, model_key)
     if tuning_art.kind != "activations":
         raise BadInputError(f"{tuning_art.key[:12]} is a {tuning_art.kind} object, not activations",
                             "pass tqa_gen_end_q activations as the tuning set")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from itictl.errors import UnsupportedError
-from itictl.models.arch import (SUPPORTED, decoder_stack, get_arch, head_layout, o_proj_modules,
+from itictl.models.arch import (SUPPORTED, decoder_stack, get_arch, head_layout, hidden_size, o_proj_modules,
                                 out_proj_matrix)
 
 
@@ -74,6 +74,7 @@ def test_arch_map(mt):
         for h in handles:
             h.remove()
     assert sorted(seen) == list(range(L))
+    assert hidden_size(model) == hidden_size(cfg) == seen[0][1].shape[-1]  # o_proj writes the residual width
     for i, (x, y) in seen.items():
         assert x.shape == (2, 7, H * D)
         W = out_proj_matrix(mods[i])

@@ -1,4 +1,4 @@
-"""No pickle: nothing downloaded or stored is loaded with pickle (safetensors, JSON, HDF5, npz
+"""No pickle: nothing downloaded or stored is loaded with pickle (safetensors, JSON, HDF5, .npy
 without objects; torch.load only with weights_only=True), and trust_remote_code is never on by
 default. A static scan of src/ plus checks of the real loaders' defaults."""
 
@@ -113,8 +113,11 @@ def test_stored_numpy_chunks_refuse_pickled_objects(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     plan = {"n": 2}
-    (work / "plan.json").write_text('{"n": 2}')
-    np.savez(work / "chunk_000000.npz", idx=np.array([object()], dtype=object), head=np.zeros(1))
-    state = _load_done(work, plan)
+    (work / "plan.json").write_text('{"layer_wise": false, "n": 2}')
+    chunk = work / "chunk_000000"
+    chunk.mkdir()
+    np.save(chunk / "idx.npy", np.array([object()], dtype=object), allow_pickle=True)
+    np.save(chunk / "head.npy", np.zeros((1, 2, 3)))
+    state = _load_done(work, plan | {"layer_wise": False})
     assert state["done"] == set()
-    assert not (work / "chunk_000000.npz").exists()
+    assert not chunk.exists()

@@ -41,7 +41,7 @@ def extract(
     dtype: str = typer.Option("auto", "--dtype", help="Compute dtype: auto (float32 on CPU, float16 on GPU), float32, float16, bfloat16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
     batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
-                                               help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/64, 4096 to 65536); not part of the key."),
+                                               help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/32, 8192 to 65536); not part of the key."),
     seed: int = typer.Option(42, "--seed", help="Seed for tqa_gen_end_q's random other question."),
     store_dtype: str = typer.Option("auto", "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32."),
     device_map: Optional[str] = device_map_option(),

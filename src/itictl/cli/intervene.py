@@ -84,10 +84,10 @@ def intervene(
     if probes:
         probes_art = store.open(probes, kind="probes")
         p_model = probes_art.read_json("probes.json").get("model_key")
-        if model_art is not None and p_model and p_model != model_art.key:
-            raise BadInputError(f"probes {probes_art.key[:12]} were trained on model {p_model[:12]}, not on "
-                                f"{model or 'the embedded model'} ({model_art.key[:12]})",
-                                "pass probes made for this model, or drop --model")
+        if model_art is not None:  # before any extraction: fail fast
+            from itictl.intervention import check_probes_model
+
+            check_probes_model(probes_art.key, p_model, model_art.key, model or "the embedded model")
         if model_art is None:
             if not p_model or not store.has(p_model):
                 raise BadInputError(f"the model of probes {probes_art.key[:12]} is not in this store", "pass --model")

@@ -17,7 +17,6 @@ key as one process). A rank failing between two collectives exits, and torchrun 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -282,14 +281,6 @@ def evaluate_grid(ev: Evaluator, folds: Sequence[np.ndarray], settings: Sequence
 
 
 # ---- orchestration through the store ---------------------------------------------------------
-def _call(fn, *args, **kw):
-    """Call a step with the keyword arguments its signature accepts (contracts evolve in parallel)."""
-    params = inspect.signature(fn).parameters
-    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        return fn(*args, **kw)
-    return fn(*args, **{k: v for k, v in kw.items() if k in params})
-
-
 def _text_digest(s: str | None) -> str | None:
     return hashlib.sha256(s.encode()).hexdigest() if s else None
 
@@ -371,19 +362,19 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
         common = dict(seed=opts.seed, out=out, device=opts.device, dtype=opts.dtype, device_map=device_map)
         # --limit-questions N counts questions; extraction's --limit counts prompts: take exactly the
         # prompts of the first N questions, so probes' folds are the eval's folds.
-        acts, _ = _call(X.run_extract, store, opts.model, "tqa_mc2", data_dir,
-                        limit=_prompts_of_first(tqa, "tqa_mc2", n), **common)
-        tune, _ = _call(X.run_extract, store, opts.model, "tqa_gen_end_q", data_dir,
-                        limit=_prompts_of_first(tqa, "tqa_gen_end_q", n, opts.seed), **common)
+        acts, _ = X.run_extract(store, opts.model, "tqa_mc2", data_dir,
+                                limit=_prompts_of_first(tqa, "tqa_mc2", n), **common)
+        tune, _ = X.run_extract(store, opts.model, "tqa_gen_end_q", data_dir,
+                                limit=_prompts_of_first(tqa, "tqa_gen_end_q", n, opts.seed), **common)
         parents.update(activations=acts.key, tuning=tune.key)
         for i in range(opts.folds):
-            pr, _ = _call(P.run_probe, store, acts, folds=opts.folds, fold=i, val_ratio=opts.val_ratio,
-                          seed=opts.seed, split=opts.split, out=out)
+            pr, _ = P.run_probe(store, acts, folds=opts.folds, fold=i, val_ratio=opts.val_ratio,
+                                seed=opts.seed, split=opts.split, out=out)
             for k, a in settings:
                 if a == 0:
                     continue
-                iv, _ = _call(I.run_intervene, store, pr, tune, heads=k, alpha=a, direction=opts.direction,
-                              seed=opts.seed, out=out)
+                iv, _ = I.run_intervene(store, pr, tune, heads=k, alpha=a, direction=opts.direction,
+                                        seed=opts.seed, out=out)
                 deltas_keys[(i, k, a)] = iv.key
                 parents[f"intervention.fold{i}.k{k}.a{a:g}"] = iv.key
         first = next((s for s in settings if s[1] != 0), None)

@@ -286,10 +286,16 @@ def pad_token_id(tokenizer: Any) -> int:
 
 
 class HostCopies:
-    """Device -> host copies that overlap the next forwards: each submitted batch is copied on a
-    side CUDA stream (after an event marking the batch done) by one worker thread, which then hands
-    the numpy arrays to `sink`. At most `depth` batches are in flight; the first error is re-raised
-    on the next submit / at exit. On a CPU the arrays are handed over directly."""
+    """Device -> host copies that overlap the next forwards.
+
+    `submit` enqueues, on a side CUDA stream that first waits for the work queued so far, one
+    non-blocking copy per tensor into page-locked host memory (torch's caching host allocator, so
+    the staging blocks are reused batch after batch), and returns at once: the main thread goes on
+    launching the next forwards. One worker thread waits for each copy to land (without holding the
+    GIL) and hands the numpy arrays to `sink` (scatter into result arrays, write a chunk file).
+    At most `depth` batches are in flight; the first error is re-raised on the next submit / at
+    exit. On a CPU the arrays go to the worker directly. A sink that keeps an array keeps its
+    staging block (numpy views hold their tensor)."""
 
     def __init__(self, device: Any, depth: int = 2):
         import torch
@@ -302,25 +308,34 @@ class HostCopies:
         self.depth = depth
         self.pending: list = []
 
-    def submit(self, tensors: Sequence[Any], sink: Callable[[list[np.ndarray | None]], None]) -> None:
+    def _stage(self, tensors: Sequence[Any]) -> tuple[list, Any]:
+        """Enqueue the copies; -> (host tensors, event marking them landed | None)."""
         import torch
 
-        ev = None
-        if self.cuda:
-            ev = torch.cuda.Event()
-            ev.record(torch.cuda.current_stream(self.dev))
+        if not self.cuda:
+            return [None if t is None else t.detach() for t in tensors], None
+        self.stream.wait_stream(torch.cuda.current_stream(self.dev))
+        host = []
+        with torch.cuda.stream(self.stream):
             for t in tensors:
-                if t is not None and t.is_cuda:
-                    t.record_stream(self.stream)  # keep the memory until the side stream has copied it
+                if t is None or not t.is_cuda:
+                    host.append(None if t is None else t.detach())
+                    continue
+                t.record_stream(self.stream)  # the compute stream may reuse it only after the copy
+                h = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+                h.copy_(t.detach(), non_blocking=True)
+                host.append(h)
+            landed = torch.cuda.Event()
+            landed.record(self.stream)
+        return host, landed
+
+    def submit(self, tensors: Sequence[Any], sink: Callable[[list[np.ndarray | None]], None]) -> None:
+        host, landed = self._stage(tensors)
 
         def job() -> None:
-            if ev is not None:
-                with torch.cuda.stream(self.stream):
-                    self.stream.wait_event(ev)
-                    arrs = [None if t is None else _numpy(t) for t in tensors]
-            else:
-                arrs = [None if t is None else _numpy(t) for t in tensors]
-            sink(arrs)
+            if landed is not None:
+                landed.synchronize()
+            sink([None if h is None else _numpy(h) for h in host])
 
         self.pending.append(self.pool.submit(job))
         while len(self.pending) > self.depth:
@@ -341,12 +356,12 @@ class HostCopies:
 
 
 def _numpy(t: Any) -> np.ndarray:
+    """A host tensor as numpy (a view; bfloat16, which numpy lacks, as a float32 copy)."""
     import torch
 
-    t = t.detach()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16
+    if t.dtype == torch.bfloat16:
         t = t.float()
-    return t.cpu().numpy()
+    return t.numpy()
 
 
 def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
@@ -355,6 +370,8 @@ def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Ba
     overlap the following forwards)."""
     n = len(items)
     out: dict[str, np.ndarray] = {}
+    # np.empty when every row gets written: zero-filled pages cost ~8x more to first-touch
+    alloc = np.empty if len({r for b in batches for r in b.rows}) == n else np.zeros
 
     def sink(rows: list[int]):
         idx = np.asarray(rows, dtype=np.int64)
@@ -364,7 +381,7 @@ def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Ba
                 if a is None:
                     continue
                 if name not in out:
-                    out[name] = np.zeros((n, *a.shape[1:]), dtype=a.dtype)
+                    out[name] = alloc((n, *a.shape[1:]), dtype=a.dtype)
                 out[name][idx] = a
         return put
 

@@ -134,6 +134,11 @@ def head_layout(model_or_config: Any) -> HeadLayout:
     return layout
 
 
+def hidden_size(model_or_config: Any) -> int:
+    """The residual stream's width (the config attribute the architecture's map names)."""
+    return int(getattr(_config(model_or_config), spec_for(model_or_config).hidden))
+
+
 def decoder_stack(model: Any) -> Any:
     """The base model (embeddings + layers + final norm) without the lm_head."""
     spec = spec_for(model)
