@@ -270,7 +270,10 @@ def main(argv=None) -> int:
             failed.append("weights_identical")
 
         # 2. extraction
-        prompts = build_prompts(load_truthfulqa(Path(args.data) if args.data else None), "tqa_mc2", seed=0)[: args.limit]
+        from extract import default_data  # benchmarks/extract.py
+
+        prompts = build_prompts(load_truthfulqa(Path(args.data) if args.data else default_data()), "tqa_mc2",
+                                seed=0)[: args.limit]
         vocab = single.model.config.vocab_size
         items = items_for(single.tokenizer, prompts, vocab)
         ts, acts_single = extract(single, items, args.batch_tokens)

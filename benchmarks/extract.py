@@ -223,26 +223,25 @@ def main(argv=None) -> int:
     # hidden-state capture hooks stay installed afterwards and would slow any later forward).
     # Warm-up: the whole run on a GPU (allocator and kernels for every shape), 8 prompts on a CPU.
     warm = items if device.startswith("cuda") else items[:8]
-    itictl_method(model, warm, device, batch_tokens, args.row_tokens)
-    runs = []
-    for _ in range(args.repeats):  # the median is reported (the spread too)
-        _sync(device)
-        t = time.time()
-        head, layer, batches = itictl_method(model, items, device, batch_tokens, args.row_tokens)
-        _sync(device)
-        runs.append(time.time() - t)
-    t_itictl = float(np.median(runs))
 
-    others = {}
-    for bt in args.also_batch_tokens:  # other forward sizes, same warm-up and timing
+    def timed(bt: int):
+        """Warm-up, then args.repeats timed runs -> (seconds per run, head, layer, batches of the last)."""
         itictl_method(model, warm, device, bt, args.row_tokens)
-        ts = []
+        runs = []
         for _ in range(args.repeats):
             _sync(device)
             t = time.time()
-            _, _, b2 = itictl_method(model, items, device, bt, args.row_tokens)
+            got = itictl_method(model, items, device, bt, args.row_tokens)
             _sync(device)
-            ts.append(time.time() - t)
+            runs.append(time.time() - t)
+        return (runs, *got)
+
+    runs, head, layer, batches = timed(batch_tokens)
+    t_itictl = float(np.median(runs))  # the median is reported (the spread too)
+
+    others = {}
+    for bt in args.also_batch_tokens:  # other forward sizes, same warm-up and timing
+        ts, _, _, b2 = timed(bt)
         others[bt] = {"itictl_s": round(float(np.median(ts)), 3), "forwards": len(b2)}
 
     pv_model, collectors = reference_collectors(model)

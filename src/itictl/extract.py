@@ -393,9 +393,15 @@ class _ChunkWriter:
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is not None:
             self.failed = True  # the run is dying: write nothing more
-        else:
+            self.copies.__exit__(exc_type, *exc)
+            return
+        try:
             self.copies.submit([], self._guarded(lambda arrs: self._write()))  # the last, short chunk
-        self.copies.__exit__(exc_type, *exc)
+        except BaseException as e:  # an earlier chunk failed: stop the worker, then raise that
+            self.failed = True
+            self.copies.__exit__(type(e), e, e.__traceback__)
+            raise
+        self.copies.__exit__(None, None, None)
 
 
 def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *, fmt: str, model_key: str, dtype: str,
