@@ -131,6 +131,10 @@ def test_explicit_dict_map_loads_and_is_checked(tmp_path, store):
         load_model(store, art, device_map=missing)
     with pytest.raises(BadInputError, match="does not have: model.layers.7"):
         load_model(store, art, device_map={**dmap, "model.layers.7": "cpu"})
+    # a map need not place non-persistent buffers (rotary inv_freq): transformers rebuilds them
+    no_rotary = {k: v for k, v in dmap.items() if k != "model.rotary_emb"}
+    lm2 = load_model(store, art, dtype="float32", device_map=no_rotary)
+    assert torch.equal(logits(lm2.model, ids), logits(plain.model, ids))
 
 
 def test_cli_bad_device_map_exits_4(cli):

@@ -85,6 +85,23 @@ def test_assign_balanced_edge_cases():
         D.assign_balanced([1], 0)
 
 
+def test_synced_errors_stay_synced_when_wrapped():
+    """An error every rank already raised (run_phase) stays 'synced' when a wrapper re-raises it
+    (the store turns OSError into StoreError), so rank 0 does not open a phase the others skip."""
+    from itictl.errors import StoreError
+
+    inner = OSError("disk full")
+    inner._itictl_synced = True
+    try:
+        try:
+            raise inner
+        except OSError as e:
+            raise StoreError("cannot write", "free some space") from e
+    except StoreError as wrapped:
+        assert D.synced(wrapped)
+    assert not D.synced(StoreError("x", "y")) and not D.synced(None)
+
+
 def test_default_batch_tokens_leave_batches_to_share():
     from itictl.extract import default_batch_tokens
 
@@ -108,11 +125,10 @@ def test_phase_and_agreement_in_one_process():
 def test_device_map_choices_and_not_with_torchrun(cli, tmp_path):
     r = cli("extract", "--device-map", "diagonal", "--limit", "2")
     assert r.code == 4 and "unknown device map 'diagonal'" in r.stderr and r.stderr.count("\n") == 1
-    from itictl.extract import check_device_map
 
-    check_device_map("balanced", D.SINGLE)
+    D.check_device_map("balanced", D.SINGLE)
     with pytest.raises(UsageError, match="torchrun"):
-        check_device_map("auto", D.DistContext(0, 2, 0))
+        D.check_device_map("auto", D.DistContext(0, 2, 0))
 
 
 # ---- real torchrun runs (gloo, 2 processes) -----------------------------------------------------
@@ -206,7 +222,7 @@ def test_failing_rank_fails_the_run_and_a_rerun_resumes_to_the_same_payload(tmp_
     assert p.returncode != 0 and p.stdout == ""
     errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
     assert len(errors) == 2, p.stderr[-3000:]
-    assert any("rank 1 of 2 failed during extracting: RuntimeError: injected failure" in e for e in errors)
+    assert any("rank 1 of 2 failed during extracting: internal error: RuntimeError: injected failure" in e for e in errors)
     assert "activations" not in kinds(store)  # nothing half-written became visible
     work = store / "tmp" / f"{s_key}.work"
     assert list((work / "rank1").glob("chunk_*")) and list((work / "rank0").glob("chunk_*"))

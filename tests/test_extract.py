@@ -110,6 +110,31 @@ def test_eager_attention_packed_equals_single():
     np.testing.assert_allclose(packed["layer_wise"], single["layer_wise"], atol=1e-5, rtol=1e-4)
 
 
+def test_models_without_tree_masks_get_plain_budgeted_batches(monkeypatch):
+    """An attention implementation that cannot take a 4D mask (flash-attention-2, say) is planned
+    without packing: every forward stays within its padded-token budget, results are unchanged."""
+    import itictl.extraction.engine as engine
+    import itictl.extraction.packing as packing
+
+    model = tiny_llama(layers=2)
+    items = _items(seed=5, questions=6)
+    packed = extract_items(model, items, layer_wise=True, batch_tokens=40)
+    monkeypatch.setattr(packing, "TREE_MASK_ATTN", ())  # the model now "cannot" take a tree mask
+    seen = []
+    real_run = engine.run_batches
+
+    def run(model, items, batches, **kw):
+        seen.extend(batches)
+        return real_run(model, items, batches, **kw)
+
+    monkeypatch.setattr(engine, "run_batches", run)
+    plain = extract_items(model, items, layer_wise=True, batch_tokens=40)
+    assert seen and not any(b.packed for b in seen)
+    assert all(len(b.rows) == 1 or len(b.rows) * max(len(items[i].ids) for i in b.rows) <= 40 for b in seen)
+    np.testing.assert_allclose(plain["head_wise"], packed["head_wise"], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(plain["layer_wise"], packed["layer_wise"], atol=1e-5, rtol=1e-4)
+
+
 def _bpe_tokenizer():
     from tokenizers import Tokenizer
     from tokenizers.models import BPE

@@ -149,17 +149,21 @@ def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa:
                 rec[0].bias = rec[1]
 
 
+SHARD_SIZE = "5GB"  # bake_folder: the most host memory one save step holds
+
+
 def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) -> BakeInfo:  # noqa: F821
     """Write a plain HF folder (safetensors, config, generation config, tokenizer) with the bake.
 
-    A model dispatched across devices is saved as it is (each tensor is copied to the CPU as it is
-    written, so the whole model is never gathered in host memory); the folder has no device map."""
+    A model dispatched across devices is saved as it is: transformers copies one shard's tensors to
+    the CPU at a time, so host memory holds at most one shard (SHARD_SIZE, 5 GB; transformers'
+    default is 50 GB); the folder has no device map."""
     from itictl.models.loading import hf_quiet
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with baked(model, deltas) as info, hf_quiet():  # no "Writing model shards" bar under -q
-        model.save_pretrained(folder)
+        model.save_pretrained(folder, max_shard_size=SHARD_SIZE)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
     return info

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from itictl.errors import EXIT_INTERNAL, BadInputError, ItictlError, UsageError
+from itictl.errors import EXIT_INTERNAL, BadInputError, ItictlError, UsageError, describe
 
 TIMEOUT_ENV = "ITICTL_DIST_TIMEOUT_S"  # seconds a collective may wait for the slowest rank
 DEFAULT_TIMEOUT_S = 3600
@@ -59,16 +59,17 @@ class RankFailedError(ItictlError):
         self.exit_code = exit_code
 
 
-def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+def _int_env(env: Mapping[str, str], name: str, default: int,
+             hint: str = "launch with torchrun, which sets it") -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise UsageError(f"{name}={raw!r} is not an integer", "launch with torchrun, which sets it") from None
+        raise UsageError(f"{name}={raw!r} is not an integer", hint) from None
     if value < 0:
-        raise UsageError(f"{name}={value} is negative", "launch with torchrun, which sets it")
+        raise UsageError(f"{name}={value} is negative", hint)
     return value
 
 
@@ -134,7 +135,8 @@ def init(device: str | None = "auto", env: Mapping[str, str] | None = None) -> D
     backend = "nccl" if dev.startswith("cuda") else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(torch.device(dev))
-    timeout = datetime.timedelta(seconds=_int_env(os.environ, TIMEOUT_ENV, DEFAULT_TIMEOUT_S) or DEFAULT_TIMEOUT_S)
+    seconds = _int_env(os.environ, TIMEOUT_ENV, DEFAULT_TIMEOUT_S, f"set {TIMEOUT_ENV} to whole seconds, or unset it")
+    timeout = datetime.timedelta(seconds=seconds or DEFAULT_TIMEOUT_S)
     if not td.is_initialized():
         kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
         if backend == "nccl":
@@ -230,17 +232,16 @@ def _short(v: Any) -> str:
     return s[:16] if len(s) == 64 and all(c in "0123456789abcdef" for c in s) else (s if len(s) <= 60 else s[:57] + "...")
 
 
-def _describe(e: BaseException) -> tuple[int, str]:
-    if isinstance(e, ItictlError):
-        return e.exit_code, e.one_line()
-    if isinstance(e, KeyboardInterrupt):
-        return 130, "interrupted"
-    return EXIT_INTERNAL, f"{e.__class__.__name__}: {e}".replace("\n", " ")[:300]
-
-
-def synced(e: BaseException) -> bool:
-    """True when `e` was raised by run_phase on every rank (no further collectives are pending)."""
-    return getattr(e, "_itictl_synced", False) is True
+def synced(e: BaseException | None) -> bool:
+    """True when `e`, or an error it was raised from (a wrapper such as the store's StoreError
+    around an OSError), was raised by run_phase on every rank (no further collectives pending)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if getattr(e, "_itictl_synced", False) is True:
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def run_phase(name: str, fn: Callable[[], Any], ctx: DistContext | None = None) -> list[Any]:
@@ -256,7 +257,7 @@ def run_phase(name: str, fn: Callable[[], Any], ctx: DistContext | None = None) 
         result = fn()
     except BaseException as e:  # noqa: BLE001 - every failure must reach the other ranks
         err = e
-    status = all_gather_object((_describe(err) if err is not None else None, result if err is None else None), ctx)
+    status = all_gather_object((describe(err) if err is not None else None, result if err is None else None), ctx)
     failed = [(r, s[0]) for r, s in enumerate(status) if s[0] is not None]
     if failed:
         if err is not None:
@@ -270,6 +271,18 @@ def run_phase(name: str, fn: Callable[[], Any], ctx: DistContext | None = None) 
         e._itictl_synced = True  # type: ignore[attr-defined]
         raise e
     return [s[1] for s in status]
+
+
+def check_device_map(device_map: Any, dist: DistContext | None = None) -> Any:
+    """A --device-map value parsed and validated (models.loading.parse_device_map: a name or a
+    JSON {module: device} object; bad ones exit 4) and not combined with data parallelism (exit 2)."""
+    from itictl.models.loading import parse_device_map
+
+    dmap = parse_device_map(device_map)
+    if dmap is not None and dist is not None and dist.distributed:
+        raise UsageError("--device-map cannot be combined with torchrun data parallelism (world size "
+                         f"{dist.world_size})", "run a model-parallel job as one process, without torchrun")
+    return dmap
 
 
 # ---- work assignment ------------------------------------------------------------------------
@@ -320,13 +333,9 @@ def produce(store, ctx: DistContext, kind: str, params: Mapping[str, Any], paren
         except BaseException as e:  # noqa: BLE001 - the other ranks must hear about it
             err = e
         if not started["yes"]:
-            broadcast_object({"build": False, "error": _describe(err) if err is not None else None}, ctx)
-        elif err is None or not synced(err):
-            def outcome() -> None:
-                if err is not None:
-                    raise err
-
-            run_phase(f"committing the {kind} artifact", outcome, ctx)
+            broadcast_object({"build": False, "error": describe(err) if err is not None else None}, ctx)
+        elif not synced(err):
+            run_phase(f"committing the {kind} artifact", _raiser(err), ctx)
         if err is not None:
             raise err
         return art, cached
@@ -336,6 +345,20 @@ def produce(store, ctx: DistContext, kind: str, params: Mapping[str, Any], paren
             code, line = msg["error"]
             raise RankFailedError(f"rank 0 of {ctx.world_size} failed: {line}", None, exit_code=code)
         return store.get(key), True
-    build(None)
-    run_phase(f"committing the {kind} artifact", lambda: None, ctx)
+    err = None
+    try:
+        build(None)
+    except BaseException as e:  # noqa: BLE001 - rank 0 must hear about it, like the other way round
+        if synced(e):
+            raise
+        err = e
+    run_phase(f"committing the {kind} artifact", _raiser(err), ctx)
     return store.get(key), False
+
+
+def _raiser(err: BaseException | None) -> Callable[[], None]:
+    """A phase body that reports this rank's outcome: raise `err`, or nothing."""
+    def outcome() -> None:
+        if err is not None:
+            raise err
+    return outcome

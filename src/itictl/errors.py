@@ -83,3 +83,18 @@ class AuthError(ItictlError):
 
 class UnsupportedError(ItictlError):
     exit_code = EXIT_UNSUPPORTED
+
+
+def describe(e: BaseException) -> tuple[int, str]:
+    """(exit code, one-line message) for any exception: the CLI's last resort and the line a
+    failing torchrun rank sends to the others."""
+    if isinstance(e, ItictlError):
+        return e.exit_code, e.one_line()
+    if isinstance(e, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted (partial work kept under the store's tmp/; rerun to resume)"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":  # torch's CUDA OOM too
+        return EXIT_INTERNAL, "out of memory (hint: lower --batch-tokens or use a smaller --dtype)"
+    text = f"{e.__class__.__name__}: {e}".replace("\n", " ")
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return EXIT_INTERNAL, f"internal error: {text} (hint: rerun with ITICTL_DEBUG=1 and report it)"

@@ -83,7 +83,7 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
     from itictl import distributed
 
     dist = dist or distributed.current()
-    device_map = check_device_map(device_map, dist)
+    device_map = distributed.check_device_map(device_map, dist)
     if batch_tokens is not None and batch_tokens < 1:
         raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
 
@@ -104,19 +104,6 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
 
         return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
     return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out)
-
-
-def check_device_map(device_map, dist=None):
-    """A --device-map value parsed and validated (models.parse_device_map: a name or a JSON
-    {module: device} object; bad ones exit 4) and not combined with data parallelism (exit 2)."""
-    from itictl.errors import UsageError
-    from itictl.models.loading import parse_device_map
-
-    dmap = parse_device_map(device_map)
-    if dmap is not None and dist is not None and dist.distributed:
-        raise UsageError("--device-map cannot be combined with torchrun data parallelism (world size "
-                         f"{dist.world_size})", "run model-parallel jobs as one process: `itictl extract --device-map auto`")
-    return dmap
 
 
 def _parents(model_art, ds_art) -> dict[str, str]:
@@ -181,12 +168,6 @@ def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | No
 
 
 # ---- building ---------------------------------------------------------------------------------
-
-def _torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
 
 def _chunk_files(work: Path) -> list[Path]:
     """Completed chunks (folders): a single process's (work/chunk_N) and every rank's (work/rankR/)."""
@@ -325,13 +306,14 @@ def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, stor
     """Run `batches` (engine Batch objects) and save their rows as resumable chunk_N folders in
     `work` (continuing its numbering; a chunk always ends at a batch boundary). -> rows computed."""
     from itictl.extraction.engine import run_batches
+    from itictl.models.loading import torch_dtype
 
     work.mkdir(parents=True, exist_ok=True)
     seq = 1 + max((int(f.name.split("_")[1]) for f in _chunk_files(work)), default=-1)
     computed: list[int] = []
     with _ChunkWriter(work, seq, device) as writer:
         for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                             pad_id=pad_id, out_dtype=_torch_dtype(store_dtype)):
+                                             pad_id=pad_id, out_dtype=torch_dtype(store_dtype)):
             writer.put(rows, head, resid)
             computed.extend(rows)
             advance(len(rows))
@@ -415,6 +397,7 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
     so the payload is bit-identical to a single-process run's."""
     from itictl import distributed as D
     from itictl.extraction.engine import count_tokens, pad_token_id, plan_batches, tokenize_prompts
+    from itictl.extraction.packing import supports_tree_masks
     from itictl.models.arch import head_layout, hidden_size
 
     dist = dist or D.SINGLE
@@ -443,7 +426,7 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
     # uninterrupted run would (same padding, same grouping) and the payload digest is identical.
     # Ranks share whole batches of that plan (greedy by padded tokens), which keeps data-parallel
     # runs bit-identical too: a batch's numbers depend only on its own content and shape.
-    batches = [b for b in plan_batches(items, list(range(n)), batch_tokens)
+    batches = [b for b in plan_batches(items, list(range(n)), batch_tokens, packed=supports_tree_masks(model))
                if not all(r in done for r in b.rows)]
     todo = sorted({r for b in batches for r in b.rows if r not in done})
     counts = count_tokens(items, batches)
@@ -480,6 +463,7 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
         t = time.time()
         if mine and str(device).startswith("cuda"):
             from itictl.extraction.engine import HostCopies, run_batches
+            from itictl.models.loading import torch_dtype
 
             shapes = {}
             for b in mine:
@@ -487,7 +471,7 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
             with HostCopies(device) as copies:
                 for _, head, resid in run_batches(model, items, list(shapes.values())[:2], layer_wise=layer_wise,
                                                   device=device, pad_id=pad_token_id(tokenizer),
-                                                  out_dtype=_torch_dtype(store_dtype)):
+                                                  out_dtype=torch_dtype(store_dtype)):
                     copies.submit([head, resid], lambda arrs: None)
         return round(time.time() - t, 3)
 

@@ -146,3 +146,37 @@ def test_hf_judge_revision_is_resolved_and_downloaded_from_the_hub(tiny_model_di
 def test_hf_judge_folder_rejects_a_revision(tiny_model_dir):
     with pytest.raises(BadInputError, match="cannot take a revision"):
         parse_judge(f"hf:{tiny_model_dir}@v1")
+
+
+def test_hub_judge_with_only_bin_weights_downloads_them_once(tiny_model_dir, tmp_path, monkeypatch):
+    """A commit without safetensors (the pinned AllenAI judges have only pytorch_model-*.bin): the
+    .bin shards are fetched (read by transformers with weights_only=True); a commit with
+    safetensors never fetches .bin as well."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.fake_hub import FakeHub
+
+    bin_dir = tmp_path / "bin"  # the folder as an older transformers saved it: one pytorch_model.bin
+    bin_dir.mkdir()
+    for f in tiny_model_dir.iterdir():
+        if f.is_file() and not f.name.endswith(".safetensors"):
+            (bin_dir / f.name).write_bytes(f.read_bytes())
+    torch.save(AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict(), bin_dir / "pytorch_model.bin")
+    bin_files = _folder_files(bin_dir)
+    assert any(n.endswith(".bin") for n in bin_files) and not any(n.endswith(".safetensors") for n in bin_files)
+    both = {**_folder_files(tiny_model_dir), **{n: b for n, b in bin_files.items() if n.endswith(".bin")}}
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    with FakeHub(models={"org/bin-judge": {"revisions": {"main": bin_files}},
+                         "org/both-judge": {"revisions": {"main": both}}}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        local = parse_judge(f"hf:{tiny_model_dir}").score(PAIRS)
+        assert parse_judge("hf:org/bin-judge").score(PAIRS) == pytest.approx(local, rel=1e-5)
+        parse_judge("hf:org/both-judge").score(PAIRS)
+        fetched = [p for _, p in hub.requests if "/resolve/" in p]
+        assert any("bin-judge" in p and p.endswith(".bin") for p in fetched)
+        assert any("both-judge" in p and p.endswith(".safetensors") for p in fetched)
+        assert not any("both-judge" in p and p.endswith(".bin") for p in fetched)
+

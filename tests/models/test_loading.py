@@ -109,3 +109,25 @@ def test_hub_model_from_offline_cache(tmp_path, monkeypatch, store):
     assert auto is not lm and whole is not auto and auto.device == "cpu"
     assert torch.equal(_logits(auto.model, ids), _logits(lm.model, ids))
     assert torch.equal(_logits(whole.model, ids), _logits(lm.model, ids))
+
+
+def test_device_kind_is_torch_free_and_honours_hidden_gpus(monkeypatch):
+    from itictl.errors import BadInputError
+    from itictl.models.loading import device_kind
+
+    import itictl.models.loading as L
+
+    assert device_kind("cpu") == "cpu" and device_kind("cuda") == device_kind("CUDA:3") == "cuda"
+    monkeypatch.setattr(L, "_torch_cuda_build", lambda: True)  # as on a GPU box given only GPU 3
+    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: ["nvidia3"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert device_kind("auto") == "cuda"
+    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: [])
+    assert device_kind("auto") == "cpu"
+    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: ["nvidia3"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert device_kind("auto") == "cpu"  # GPUs hidden: auto means the CPU, so float32 keys
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert device_kind(None) == "cpu"
+    with pytest.raises(BadInputError, match="unknown device"):
+        device_kind("tpu")

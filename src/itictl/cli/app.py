@@ -58,10 +58,9 @@ def _root(
     st.out.json_mode = json_mode
     st.out.quiet = quiet
     st.out.verbose = verbose
-    if quiet:  # transformers' own progress bars and warnings too (torch-free import)
-        from itictl.models.loading import set_load_quiet
+    from itictl.models.loading import set_load_quiet  # torch-free import
 
-        set_load_quiet(True)
+    set_load_quiet(quiet)  # transformers' own progress bars and warnings follow -q (every command)
 
 
 app.command("extract", help=extract.HELP)(extract.extract)
@@ -113,7 +112,7 @@ def _fail(code: int, line: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     from itictl.config import debug_enabled
-    from itictl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, ItictlError
+    from itictl.errors import describe
 
     from itictl.cli.common import release_leases
 
@@ -123,22 +122,12 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         release_leases()
         raise
-    except ItictlError as e:
-        if debug_enabled():
+    except BaseException as e:  # noqa: BLE001 - one line and a documented exit code for everything
+        if debug_enabled() and not isinstance(e, KeyboardInterrupt):
             import traceback
 
             traceback.print_exc()
-        _fail(e.exit_code, e.one_line())
-    except KeyboardInterrupt:
-        _fail(EXIT_INTERRUPTED, "interrupted (partial work kept under the store's tmp/; rerun to resume)")
-    except Exception as e:  # a bug, or an OS error we did not anticipate
-        if debug_enabled():
-            import traceback
-
-            traceback.print_exc()
-        if isinstance(e, MemoryError):
-            _fail(EXIT_INTERNAL, "out of memory (hint: lower --batch-tokens or use a smaller --dtype)")
-        _fail(EXIT_INTERNAL, f"internal error: {e.__class__.__name__}: {e} (hint: rerun with ITICTL_DEBUG=1 and report it)")
+        _fail(*describe(e))
 
 
 __all__ = ["app", "main", "AppState"]

@@ -26,10 +26,9 @@ def bake(
     tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
 ) -> None:
     from itictl.bake import intervention_of_last_eval, run_bake
-    from itictl.models.loading import parse_device_map, resolve_dtype, set_load_quiet
+    from itictl.models.loading import parse_device_map, resolve_dtype
 
     st = state(ctx)
-    set_load_quiet(st.out.quiet)
     dmap = parse_device_map(device_map)  # exit 4 before any store work
     store = st.store
     resolve_dtype(dtype, "cpu")  # exit 4 on an unknown dtype before any work

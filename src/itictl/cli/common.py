@@ -90,9 +90,8 @@ def rank_session(st: AppState, device: str | None, device_map: str | None):
     import contextlib
 
     from itictl import distributed
-    from itictl.extract import check_device_map
 
-    check_device_map(device_map, distributed.env_context())
+    distributed.check_device_map(device_map, distributed.env_context())
 
     @contextlib.contextmanager
     def run():

@@ -64,12 +64,10 @@ def intervene(
     from itictl.config import data_dir
     from itictl.errors import BadInputError
     from itictl.intervention import read_intervention, run_intervene, validate
+    from itictl.models.loading import parse_device_map
     from itictl.probes import validate_options
 
-    from itictl.models.loading import parse_device_map, set_load_quiet
-
     st = state(ctx)
-    set_load_quiet(st.out.quiet)
     store = st.store
     validate(heads, alpha, direction)  # K ≤ 0, NaN/inf α, unknown direction: before any work
     dmap = parse_device_map(device_map)

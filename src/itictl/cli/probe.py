@@ -69,10 +69,7 @@ def probe(
     from itictl.config import data_dir
     from itictl.probes import load_probes, validate_options, run_probe
 
-    from itictl.models.loading import set_load_quiet
-
     st = state(ctx)
-    set_load_quiet(st.out.quiet)
     validate_options(folds, fold, val_ratio, split, backend)  # fail before any extraction
     if activations:
         acts = st.store.open(activations, kind="activations")

@@ -39,19 +39,23 @@ def generate_answers(model, tok, questions: Sequence[str], *, instruction: str, 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     owner = D.assign_balanced([len(b) * max(len(prompts[j]) for j in b) for b in batches], dist.world_size)
+
+    def mine() -> dict[int, str]:  # this rank's batches; a failure on any rank fails every rank
+        done: dict[int, str] = {}
+        for idx, o in zip(batches, owner):
+            if o != dist.rank:
+                continue
+            texts = steered_generate(model, tok, [prompts[j] for j in idx], deltas or None,
+                                     max_new_tokens=max_new_tokens, chat=False, positions="generated")
+            for j, t in zip(idx, texts):
+                done[j] = clean_answer(t)
+            if progress:
+                progress(len(idx))
+        return done
+
     done: dict[int, str] = {}
-    for idx, o in zip(batches, owner):
-        if o != dist.rank:
-            continue
-        texts = steered_generate(model, tok, [prompts[j] for j in idx], deltas or None,
-                                 max_new_tokens=max_new_tokens, chat=False, positions="generated")
-        for j, t in zip(idx, texts):
-            done[j] = clean_answer(t)
-        if progress:
-            progress(len(idx))
-    if dist.distributed:
-        for part in D.all_gather_object(done, dist):
-            done.update(part)
+    for part in D.run_phase("generating answers", mine, dist):
+        done.update(part)
     return [done[j] for j in range(len(prompts))]
 
 

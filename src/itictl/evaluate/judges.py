@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from itictl.errors import AuthError, BadInputError, NotFoundError, RemoteError
+from itictl.errors import AuthError, BadInputError, NotFoundError, RemoteError, StoreError
 from itictl.evaluate.presets import judge_prompt
 from itictl.secrets import redact
 
@@ -137,8 +137,25 @@ def openai_judge(model: str, *, base_url: str | None = None, max_retries: int = 
 
 
 # ---- local Hugging Face judge ----------------------------------------------------------------
-# Files a judge needs from a Hub repo: config, tokenizer and safetensors weights (never pickles).
+# Files a judge needs from a Hub repo: config, tokenizer and weights: safetensors where the commit
+# has them, else PyTorch .bin shards (the pinned AllenAI judge commits have only those), which
+# transformers reads with torch.load(weights_only=True): tensors only, never arbitrary pickles.
 HUB_JUDGE_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
+HUB_JUDGE_BIN_FILES = ["pytorch_model*.bin"]
+
+
+def _judge_patterns(repo: str, commit: str) -> list[str]:
+    """Download patterns for repo@commit: .bin weights only when the commit has no safetensors
+    (never both: that would fetch the weights twice). Offline, whatever the cache holds."""
+    from huggingface_hub import HfApi
+
+    from itictl.models.identity import hub_endpoint, hub_offline
+
+    if hub_offline():
+        return HUB_JUDGE_FILES + HUB_JUDGE_BIN_FILES
+    names = [s.rfilename for s in (HfApi(endpoint=hub_endpoint()).model_info(repo, revision=commit).siblings or [])]
+    has_st = any(n.endswith(".safetensors") for n in names)
+    return HUB_JUDGE_FILES if has_st else HUB_JUDGE_FILES + HUB_JUDGE_BIN_FILES
 
 
 def _split_revision(rest: str) -> tuple[str, str | None]:
@@ -165,12 +182,19 @@ def download_hub_judge(repo: str, commit: str) -> Path:
 
     from itictl.models.identity import hub_cache_dir, hub_endpoint, hub_offline
 
+    import errno
+
     try:
         return Path(snapshot_download(repo, revision=commit, cache_dir=str(hub_cache_dir()), endpoint=hub_endpoint(),
-                                      allow_patterns=HUB_JUDGE_FILES, local_files_only=hub_offline()))
-    except Exception as e:  # noqa: BLE001 - network, HTTP and cache errors: one line
-        raise RemoteError(f"cannot download judge {repo}@{commit[:12]} ({type(e).__name__})",
-                          "check the network / HF_ENDPOINT (HF_HUB_OFFLINE needs it cached), or pass a local folder") from None
+                                      allow_patterns=_judge_patterns(repo, commit), local_files_only=hub_offline()))
+    except Exception as e:  # noqa: BLE001 - network, HTTP and cache errors: one line each
+        detail = redact(str(e)).splitlines()[0][:160] if str(e) else type(e).__name__
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
+            raise StoreError(f"cannot write judge {repo}@{commit[:12]} to the Hugging Face cache: {detail}",
+                             "check free space and permissions of HF_HUB_CACHE") from None
+        raise RemoteError(f"cannot download judge {repo}@{commit[:12]} ({type(e).__name__}: {detail})",
+                          "check the network / HF_ENDPOINT (HF_HUB_OFFLINE needs it cached), or pass a local "
+                          "folder") from None
 
 
 def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8) -> Judge:
@@ -213,7 +237,7 @@ def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8)
             model = AutoModelForCausalLM.from_pretrained(where, dtype=torch.float32 if dev == "cpu" else torch.float16)
         except (OSError, ValueError) as e:
             raise RemoteError(f"cannot load judge {loc}: {redact(str(e)).splitlines()[0][:160]}",
-                              "the judge must be a causal LM folder with safetensors weights and a tokenizer") from None
+                              "the judge must be a causal LM folder with weights (safetensors or .bin) and a tokenizer") from None
         model.to(dev).eval()
         state["model"], state["tok"], state["dev"] = model, tok, dev
         return model, tok
@@ -231,8 +255,9 @@ def yes_probability(model, tok, prompts: list[str], *, device: str = "cpu", batc
     import torch
 
     from itictl.batching import right_pad
+    from itictl.extraction.engine import pad_token_id
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
@@ -243,7 +268,8 @@ def yes_probability(model, tok, prompts: list[str], *, device: str = "cpu", batc
             n = 0
             while n < min(len(base), len(full)) and base[n] == full[n]:
                 n += 1
-            starts.append(min(n, len(full) - 1))  # tokenizer merged " yes" away: score its last token
+            # tokenizer merged " yes" away: score its last token; a token needs one before it
+            starts.append(max(1, min(n, len(full) - 1)))
         ids, mask = right_pad(rows, pad)
         r_idx = [r for r, row in enumerate(rows) for _ in range(starts[r], len(row))]
         p_idx = [p for r, row in enumerate(rows) for p in range(starts[r] - 1, len(row) - 1)]

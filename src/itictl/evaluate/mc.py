@@ -239,59 +239,65 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
     mdt = mask_dtype_for(model)
     pad = pad_token_id(tok)
     dist = dist or D.SINGLE
-    scores: dict[tuple[int, int], float] = {}
-    done_groups: set[int] = set()
     forwards = batch_rows(layout, lengths, bt, prefix_len=L0)
     rank_of = D.assign_balanced([len(f) * max(L0 + sum(lengths[u] for u in layout[r]) for r in f) for f in forwards],
                                 dist.world_size)
-    with torch.no_grad():
-        for fwd in (f for f, o in zip(forwards, rank_of) if o == dist.rank):
-            rows_units = [layout[r] for r in fwd]
-            pb = build_batch(units, rows_units, device=dev, pad_id=pad, mask_dtype=mdt, prefix=p_ids, pad_to=R)
-            B, T = pb.input_ids.shape
-            ans_mask = torch.zeros((B, T), dtype=torch.bool)
-            pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
-            slots: list[tuple[int, int]] = []
-            new_groups: set[int] = set()
-            for r_units in rows_units:
-                for u in r_units:
-                    unit = units[u]
-                    gi, ris = owner[u]
-                    b, cq = pb.where[(u, 0)]
-                    q_last = cq + len(unit.segs[0]) - 1
-                    for j, ri in enumerate(ris):
-                        a = unit.segs[1 + j]
-                        _, ca = pb.where[(u, 1 + j)]
-                        ans_mask[b, ca:ca + len(a)] = True
-                        slot = len(slots)
-                        slots.append((gi, ri))
-                        pr.extend([b] * len(a))
-                        pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
-                        tgt.extend(a)
-                        which.extend([slot] * len(a))
-                    new_groups.add(gi)
-            ctx = steer(TokenMask(to_device(ans_mask, dev))) if steer else _null()
-            with ctx:
-                hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
-                           use_cache=False).last_hidden_state  # [B, T, hidden]
-            pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in (pr, pc, tgt, which))
-            tot = torch.zeros(len(slots), dtype=torch.float64, device=hs.device)
-            step = 4096
-            for s0 in range(0, len(pr), step):
-                h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
-                logp = _logits_from_hidden(model, h).log_softmax(-1)
-                lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
-                tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
-                del h, logp
-            for slot, v in zip(slots, tot.tolist()):
-                scores[slot] = v
-            del hs
-            if progress and new_groups - done_groups:
-                progress(len(new_groups - done_groups))
-            done_groups |= new_groups
-    if dist.distributed:
-        for part in D.all_gather_object(scores, dist):
-            scores.update(part)
+
+    done_groups: set[int] = set()  # groups this rank has reported to `progress`
+
+    def mine() -> dict[tuple[int, int], float]:
+        """This rank's forwards -> {(group, answer): summed log-prob}."""
+        scores: dict[tuple[int, int], float] = {}
+        with torch.no_grad():
+            for fwd in (f for f, o in zip(forwards, rank_of) if o == dist.rank):
+                rows_units = [layout[r] for r in fwd]
+                pb = build_batch(units, rows_units, device=dev, pad_id=pad, mask_dtype=mdt, prefix=p_ids, pad_to=R)
+                B, T = pb.input_ids.shape
+                ans_mask = torch.zeros((B, T), dtype=torch.bool)
+                pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
+                slots: list[tuple[int, int]] = []
+                new_groups: set[int] = set()
+                for r_units in rows_units:
+                    for u in r_units:
+                        unit = units[u]
+                        gi, ris = owner[u]
+                        b, cq = pb.where[(u, 0)]
+                        q_last = cq + len(unit.segs[0]) - 1
+                        for j, ri in enumerate(ris):
+                            a = unit.segs[1 + j]
+                            _, ca = pb.where[(u, 1 + j)]
+                            ans_mask[b, ca:ca + len(a)] = True
+                            slot = len(slots)
+                            slots.append((gi, ri))
+                            pr.extend([b] * len(a))
+                            pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
+                            tgt.extend(a)
+                            which.extend([slot] * len(a))
+                        new_groups.add(gi)
+                ctx = steer(TokenMask(to_device(ans_mask, dev))) if steer else _null()
+                with ctx:
+                    hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
+                               use_cache=False).last_hidden_state  # [B, T, hidden]
+                pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in (pr, pc, tgt, which))
+                tot = torch.zeros(len(slots), dtype=torch.float64, device=hs.device)
+                step = 4096
+                for s0 in range(0, len(pr), step):
+                    h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
+                    logp = _logits_from_hidden(model, h).log_softmax(-1)
+                    lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
+                    tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
+                    del h, logp
+                for slot, v in zip(slots, tot.tolist()):
+                    scores[slot] = v
+                del hs
+                if progress and new_groups - done_groups:
+                    progress(len(new_groups - done_groups))
+                done_groups.update(new_groups)
+        return scores
+
+    scores: dict[tuple[int, int], float] = {}
+    for part in D.run_phase("multiple-choice scoring", mine, dist):  # a failure on any rank fails all
+        scores.update(part)
     results: list[list[float] | None] = [None] * len(groups)
     for gi, q, rows, fb in plan:  # fallback rows: every rank computes them (rare, identical)
         if fb:

@@ -15,7 +15,7 @@ batch order: the means equal a single process's.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -92,13 +92,14 @@ def _mine(n_batches: int, dist) -> list[int]:
     return [b for b in range(n_batches) if dist is None or b % dist.world_size == dist.rank]
 
 
-def _gather(per_batch: dict[int, list[float]], dist) -> list[float]:
-    """Per-sample values in batch order, from every rank's share."""
+def _shared(name: str, mine: Callable[[], dict[int, list]], dist) -> list:
+    """Run this rank's batches (`mine` -> {batch: per-sample values}) as a distributed phase (a
+    failure on any rank fails every rank) and return every rank's values in batch order."""
     from itictl import distributed as D
 
-    if dist is not None and dist.distributed:
-        for part in D.all_gather_object(per_batch, dist):
-            per_batch.update(part)
+    per_batch: dict[int, list] = {}
+    for part in D.run_phase(name, mine, dist or D.SINGLE):
+        per_batch.update(part)
     return [x for b in sorted(per_batch) for x in per_batch[b]]
 
 
@@ -106,13 +107,17 @@ def baseline(model, samples: list[list[int]], batch_size: int = 8, dist=None) ->
     """The un-intervened pass: CE per sample and the log-probs kept for KL (on the model's device;
     with world > 1 only this rank's batches)."""
     chunks = list(_batches(samples, batch_size))
-    ce: dict[int, list[float]] = {}
     lps: dict[int, Any] = {}
-    for b in _mine(len(chunks), dist):
-        lp, ids, mask = _logprobs(model, chunks[b])
-        ce[b] = _ce(lp, ids, mask)
-        lps[b] = lp.half() if lp.is_cuda else lp
-    return {"ce": _gather(ce, dist), "logprobs": lps}
+
+    def mine() -> dict[int, list[float]]:
+        ce: dict[int, list[float]] = {}
+        for b in _mine(len(chunks), dist):
+            lp, ids, mask = _logprobs(model, chunks[b])
+            ce[b] = _ce(lp, ids, mask)
+            lps[b] = lp.half() if lp.is_cuda else lp
+        return ce
+
+    return {"ce": _shared("CE/KL (original model)", mine, dist), "logprobs": lps}
 
 
 def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8,
@@ -121,15 +126,18 @@ def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, bat
     if steer is None:
         return {"ce": float(np.mean(base["ce"])), "kl": 0.0}
     chunks = list(_batches(samples, batch_size))
-    ce: dict[int, list[float]] = {}
-    kl: dict[int, list[float]] = {}
-    for b in _mine(len(chunks), dist):
-        with steer("all"):
-            lp, ids, mask = _logprobs(model, chunks[b])
-        ce[b] = _ce(lp, ids, mask)
-        p0 = base["logprobs"][b].float().exp().clamp(min=EPS)
-        p1 = lp.exp().clamp(min=EPS)
-        per_tok = (p0 * (p0.log() - p1.log())).sum(-1)  # [B, T]
-        m = mask.float()
-        kl[b] = ((per_tok * m).sum(1) / m.sum(1)).tolist()
-    return {"ce": float(np.mean(_gather(ce, dist))), "kl": float(np.mean(_gather(kl, dist)))}
+
+    def mine() -> dict[int, list[tuple[float, float]]]:
+        out: dict[int, list[tuple[float, float]]] = {}
+        for b in _mine(len(chunks), dist):
+            with steer("all"):
+                lp, ids, mask = _logprobs(model, chunks[b])
+            p0 = base["logprobs"][b].float().exp().clamp(min=EPS)
+            p1 = lp.exp().clamp(min=EPS)
+            per_tok = (p0 * (p0.log() - p1.log())).sum(-1)  # [B, T]
+            m = mask.float()
+            out[b] = list(zip(_ce(lp, ids, mask), ((per_tok * m).sum(1) / m.sum(1)).tolist()))
+        return out
+
+    pairs = _shared("CE/KL (intervened model)", mine, dist)
+    return {"ce": float(np.mean([c for c, _ in pairs])), "kl": float(np.mean([k for _, k in pairs]))}

@@ -80,6 +80,10 @@ class EvalOptions:
                                 "use --metrics mc,ce,kl with a transfer set")
         if self.mc_style == "harness" and self.preset != "qa":
             raise BadInputError("--mc-style harness uses lm-eval-harness's QA prompt", "drop --preset or use --preset qa")
+        if self.mc_style == "harness" and self.eval_dataset == "truthfulqa":
+            # lm-eval-harness's prompt is the QA primer + "Q: …\nA:" with no instruction: settled
+            # here, before the key, so --instruction-prompt cannot split identical work over keys
+            self.instruction = "none"
         if self.text_samples < 1:
             raise BadInputError("--text-samples must be ≥ 1", "the reference uses 100")
         if not 0 < self.val_ratio < 1:
@@ -127,9 +131,7 @@ class Evaluator:
             self.items = harness_items(self.questions)
         else:
             self.items = mc_items(self.questions)
-        # lm-eval-harness's prompt is the QA primer + "Q: …\nA:" with no instruction
-        instruction = "none" if opts.mc_style == "harness" and transfer is None else opts.instruction
-        self.prefix, self.groups = groups_for(self.items, instruction, opts.preset, opts.many_shot_prefix)
+        self.prefix, self.groups = groups_for(self.items, opts.instruction, opts.preset, opts.many_shot_prefix)
         self.text_samples = text_samples
         self._base_mc: list[list[float]] | None = None
         self._base_gen: list[str] | None = None
@@ -321,9 +323,8 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
 
     dist = dist or DI.current()
     opts.validate()
-    from itictl.extract import check_device_map
 
-    device_map = check_device_map(device_map, dist)
+    device_map = DI.check_device_map(device_map, dist)
     device = DI.rank_device(dist, opts.device) if dist.distributed else opts.device
     from itictl import data as D
     from itictl import extract as X
@@ -398,14 +399,20 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
         import torch
 
         kw = {"device_map": device_map} if device_map else {}  # only when set (model parallel)
-        lm = load_model(store, model_art, dtype=opts.dtype, device=device, **kw)
-        model, tok = lm.model, lm.tokenizer
-        folds = D.question_folds(n, opts.folds, opts.seed, opts.split)
-        text_samples = None
-        if set(opts.metrics) & {"ce", "kl"} and opts.text:
-            from itictl.evaluate.natural_text import load_samples
+        got: dict[str, Any] = {}
 
-            text_samples = load_samples(tok, Path(opts.text), n=opts.text_samples, seed=opts.seed)
+        def load() -> None:  # in a phase: a rank that cannot load fails the whole group at once
+            lm = load_model(store, model_art, dtype=opts.dtype, device=device, **kw)
+            got["samples"] = None
+            if set(opts.metrics) & {"ce", "kl"} and opts.text:
+                from itictl.evaluate.natural_text import load_samples
+
+                got["samples"] = load_samples(lm.tokenizer, Path(opts.text), n=opts.text_samples, seed=opts.seed)
+            got["lm"] = lm
+
+        DI.run_phase("loading the model", load, dist)
+        model, tok, text_samples = got["lm"].model, got["lm"].tokenizer, got["samples"]
+        folds = D.question_folds(n, opts.folds, opts.seed, opts.split)
         ev = Evaluator(model, tok, questions, opts, judges=judges, skipped=dict(skipped),
                        text_samples=text_samples, out=out if dist.is_main else None, transfer=transfer, dist=dist)
         loaded: dict[str, Any] = {}

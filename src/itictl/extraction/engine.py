@@ -218,8 +218,10 @@ class _Collector:
 def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
                 device: Any, pad_id: int, out_dtype: Any = None) -> Iterator[tuple[list[int], Any, Any]]:
     """Yield (prompt indices, head [B, L, H·D], resid [B, L+1, hidden] | None) per batch, on the
-    input device. Packed batches run as tree-masked rows when the model's attention takes a custom
-    4D mask (sdpa, eager); otherwise their prompts run one per row, right-padded."""
+    input device. Packed batches run as tree-masked rows; plan them only for a model whose attention
+    takes a custom 4D mask (packing.supports_tree_masks: sdpa, eager). Given to any other model, a
+    packed batch's prompts run one per row, right-padded, which can exceed its token budget, so
+    callers plan such models with packed=False (length-sorted plain batches)."""
     import torch
 
     from itictl.batching import right_pad, to_device
@@ -404,6 +406,8 @@ def extract_items(model: Any, items: Sequence[Tokenized], *, layer_wise: bool = 
         from itictl.models.loading import input_device
 
         device = input_device(model)
-    batches = plan_batches(items, range(len(items)), batch_tokens)
+    from itictl.extraction.packing import supports_tree_masks
+
+    batches = plan_batches(items, range(len(items)), batch_tokens, packed=supports_tree_masks(model))
     return collect_to_host(model, items, batches, layer_wise=layer_wise, device=device, pad_id=pad_id,
                            out_dtype=out_dtype)

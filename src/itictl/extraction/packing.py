@@ -46,9 +46,12 @@ class PackedBatch:
     where: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (unit, seg) -> (row, col)
 
 
+def _attn_impl(model: Any) -> str:
+    return getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
+
+
 def supports_tree_masks(model: Any) -> bool:
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or "eager"
-    return impl in TREE_MASK_ATTN
+    return _attn_impl(model) in TREE_MASK_ATTN
 
 
 def split_unit(prefix: list[int], children: Sequence[list[int]], capacity: int) -> list[Unit]:
@@ -174,7 +177,6 @@ def mask_dtype_for(model: Any) -> Any:
     """bool for sdpa, the model's float dtype (additive) for eager."""
     import torch
 
-    impl = getattr(model.config, "_attn_implementation", None) or "eager"
-    if impl == "sdpa":
+    if _attn_impl(model) == "sdpa":
         return torch.bool
     return next(model.parameters()).dtype

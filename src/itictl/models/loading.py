@@ -21,6 +21,7 @@ padding side is left as the model ships it — callers set it.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,11 +203,9 @@ def resolve_device(device: str | None) -> str:
 def device_kind(device: str | None) -> str:
     """'cpu' or 'cuda' for a --device value, without importing torch (1-2 s), so that
     keys (which hold the dtype the device implies) are cheap and a cached step returns fast.
-    'auto' is guessed from the installed torch (a CUDA build) and an NVIDIA device node; the real
-    resolution (resolve_device) happens when a model is loaded."""
-    import importlib.util
-    import re
-
+    'auto' is guessed from the installed torch (a CUDA build), CUDA_VISIBLE_DEVICES (empty or -1:
+    CPU) and an NVIDIA device node (/dev/nvidiaN); the real resolution (resolve_device) happens
+    when a model is loaded."""
     device = (device or "auto").strip().lower()
     if device == "cpu":
         return device
@@ -214,15 +213,32 @@ def device_kind(device: str | None) -> str:
         return "cuda"
     if device != "auto":
         raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if not _torch_cuda_build() or (visible is not None and visible.strip() in ("", "-1")):
+        return "cpu"  # a CPU build of torch, or GPUs hidden
+    return "cuda" if _nvidia_device_nodes() else "cpu"
+
+
+def _torch_cuda_build() -> bool:
+    """Whether the installed torch is a CUDA build (read from torch/version.py, no import)."""
+    import importlib.util
+    import re
+
     spec = importlib.util.find_spec("torch")
     if spec is None or not spec.submodule_search_locations:
-        return "cpu"
+        return False
     try:
         text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
     except OSError:
-        return "cpu"
-    m = re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M)
-    return "cuda" if m and Path("/dev/nvidia0").exists() else "cpu"
+        return False
+    return re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M) is not None
+
+
+def _nvidia_device_nodes() -> list[str]:
+    """/dev/nvidiaN nodes (a container given one GPU may only have /dev/nvidia3)."""
+    import re
+
+    return sorted(p.name for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name))
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:
@@ -312,7 +328,7 @@ def compute_device(device: str | None, device_map: str | dict[str, str] | None =
 
 
 def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, str], trust_remote_code: bool) -> None:
-    """An explicit map must name existing modules and cover every parameter: checked on an empty
+    """An explicit map must name existing modules and cover every parameter and persistent buffer: checked on an empty
     (meta-device) copy of the architecture, so the error is one line before any weight is read."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -330,7 +346,11 @@ def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, 
     def covered(name: str) -> bool:
         return "" in device_map or any(name == m or name.startswith(m + ".") for m in device_map)
 
-    missing = [n for n, _ in list(skeleton.named_parameters()) + list(skeleton.named_buffers()) if not covered(n)]
+    # what from_pretrained places: parameters and persistent buffers (non-persistent ones such as
+    # rotary inv_freq are rebuilt by transformers wherever their module lands)
+    persistent = set(skeleton.state_dict())
+    tensors = [n for n, _ in skeleton.named_parameters()] + [n for n, _ in skeleton.named_buffers() if n in persistent]
+    missing = [n for n in tensors if not covered(n)]
     if missing:
         raise BadInputError(f"device map gives no device for {len(missing)} tensor(s), e.g. {missing[0]}",
                             "add their module (or a parent) to the map, or use --device-map auto")
@@ -338,12 +358,11 @@ def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, 
 
 def input_device(model) -> str:
     """Where a model's inputs go: the device of its input embeddings (model-parallel aware)."""
+    from itictl.steering import module_device  # accelerate's execution device, else the weight's
+
     emb = model.get_input_embeddings()
-    hook = getattr(emb, "_hf_hook", None)
-    dev = getattr(hook, "execution_device", None)
-    if dev is None:
-        dev = emb.weight.device
-    return str(dev) if not isinstance(dev, int) else f"cuda:{dev}"
+    dev, _ = module_device(emb)
+    return str(dev if dev is not None else emb.weight.device)
 
 
 # ---- quiet loading ----------------------------------------------------------------------------
@@ -460,7 +479,8 @@ def _source_args(store, model_art, info: dict[str, Any]) -> tuple[str, dict[str,
     raise StoreError(f"model {model_art.key[:12]} has an unknown source {src!r}", "rerun with --model")
 
 
-def _torch_dtype(name: str):
+def torch_dtype(name: str):
+    """A resolved dtype name (float32, float16, bfloat16) as a torch dtype."""
     import torch
 
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
@@ -471,7 +491,7 @@ def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remot
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     where, kwargs = _source_args(store, model_art, info)
-    load_kwargs: dict[str, Any] = {"dtype": _torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
+    load_kwargs: dict[str, Any] = {"dtype": torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
     if dmap is not None:
         load_kwargs["device_map"] = dmap
     elif dev == "cuda":  # only 'auto' with several GPUs resolves to plain 'cuda'
