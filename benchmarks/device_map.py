@@ -2,7 +2,7 @@
 
 Loads the same weights twice through itictl.models.load_model — (a) on one device (--device,
 default cuda:0) and (b) dispatched by accelerate with --device-map over every visible GPU — and for
-each: extracts head-wise activations of --limit tqa_mc2 prompts (itictl.extraction.engine),
+each: extracts head-wise activations of --limit tqa_mc2 prompts (itictl.extract.engine),
 applies a random intervention (--heads heads, α=--alpha, σ from the extracted activations) and
 compares last-token logits on --prompts prompts, bakes it (o_proj.bias = W_o·δ_l) and compares the
 baked logits, then saves the split model's bake as a HF folder and reloads it on one device.
@@ -143,7 +143,7 @@ def placement(lm) -> dict[str, int]:
 # ---- the steps ------------------------------------------------------------------------------------
 
 def items_for(tokenizer, prompts, vocab: int):
-    from itictl.extraction.engine import tokenize_prompts
+    from itictl.extract.engine import tokenize_prompts
 
     items = tokenize_prompts(tokenizer, [p.text for p in prompts], [p.prefix for p in prompts], share=True)
     if len(tokenizer) > vocab:  # embedded tokenizer on a 32k-vocab random model: fold the ids
@@ -153,7 +153,7 @@ def items_for(tokenizer, prompts, vocab: int):
 
 
 def extract(lm, items, batch_tokens: int):
-    from itictl.extraction.engine import extract_items, pad_token_id
+    from itictl.extract.engine import extract_items, pad_token_id
 
     return _timed(lambda: extract_items(lm.model, items, batch_tokens=batch_tokens, device=lm.device,
                                         pad_id=pad_token_id(lm.tokenizer) % lm.model.config.vocab_size))
@@ -217,10 +217,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from itictl.bake import bake_folder, baked
+    from itictl.publish.bake import bake_folder, baked
     from itictl.data import build_prompts, load_truthfulqa
     from itictl.models import ensure_model, parse_device_map
-    from itictl.steering import intervened
+    from itictl.intervene.steering import intervened
     from itictl.store import Store
 
     args.device = "cuda:0" if args.device == "cuda" else args.device

@@ -159,7 +159,8 @@ def itictl_method(model, items, device, batch_tokens, row_tokens=None):
     """As `itictl extract` computes: planned, packed forwards; activations in the store dtype
     (float16 for a float16 model, float32 on the CPU) copied to host arrays in prompt order while
     the next forwards run."""
-    from itictl.extraction.engine import collect_to_host, plan_batches
+    from itictl.extract.engine import plan_batches
+    from itictl.extract.host import collect_to_host
 
     batches = plan_batches(items, range(len(items)), batch_tokens, row_tokens=row_tokens)
     out = collect_to_host(model, items, batches, layer_wise=True, device=device, pad_id=0)
@@ -193,7 +194,7 @@ def main(argv=None) -> int:
     import torch
 
     from itictl.extract import default_batch_tokens
-    from itictl.extraction.engine import count_tokens, tokenize_prompts
+    from itictl.extract.engine import count_tokens, tokenize_prompts
 
     device = args.device
     dtype = getattr(torch, args.dtype or ("float32" if device == "cpu" else "float16"))

@@ -40,10 +40,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
 
-    from itictl.probes import HeadActs, fit_logreg_batched, fit_logreg_sklearn, split_questions
+    from itictl.probe.step import HeadActs, fit_logreg_batched, fit_logreg_sklearn, split_questions
 
     if args.activations:
-        from itictl.probes import read_head_acts
+        from itictl.probe.step import read_head_acts
         from itictl.store import Store
 
         acts = read_head_acts(Store(args.store).open(args.activations, kind="activations"))

@@ -69,7 +69,7 @@ def main() -> int:
     prompts = bx.load_prompts(ns)
     emb = bx.tokenizer_only(a.tokenizer) if a.tokenizer else bx.embedded_model(ns, "float32", "cpu")
     tok = emb.tokenizer
-    from itictl.extraction.engine import count_tokens, plan_batches, run_batches, tokenize_prompts
+    from itictl.extract.engine import count_tokens, plan_batches, run_batches, tokenize_prompts
 
     items_sh = tokenize_prompts(tok, [p.text for p in prompts], [p.prefix for p in prompts], share=True)
     items_ns = tokenize_prompts(tok, [p.text for p in prompts], [p.prefix for p in prompts], share=False)

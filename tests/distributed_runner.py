@@ -19,7 +19,7 @@ import sys
 def main() -> None:
     argv = sys.argv[1:]
     rank = int(os.environ.get("RANK", "0"))
-    import itictl.extract as X
+    import itictl.extract.chunks as X
 
     if os.environ.get("DIST_TEST_CHUNK"):
         X.CHUNK_PROMPTS = int(os.environ["DIST_TEST_CHUNK"])
@@ -29,7 +29,7 @@ def main() -> None:
         if mode == "args":
             argv = argv + os.environ.get("DIST_TEST_EXTRA_ARGS", "").split()
         else:
-            orig = X._save_chunk
+            orig = X.save_chunk
 
             def save_chunk(*a, **kw):
                 path = orig(*a, **kw)
@@ -37,7 +37,7 @@ def main() -> None:
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("injected failure after the first chunk")
 
-            X._save_chunk = save_chunk
+            X.save_chunk = save_chunk
     from itictl.cli.app import main as itictl_main
 
     itictl_main(argv)

@@ -19,7 +19,7 @@ ITEMS = [
 
 
 def _steer(model, deltas):
-    from itictl.steering import AnswerPositions, intervened
+    from itictl.intervene.steering import AnswerPositions, intervened
 
     def steer(pos):
         if isinstance(pos, list):  # per-row answer starts
@@ -53,7 +53,7 @@ def test_intervention_touches_answer_tokens_only(tiny_model, tiny_tok):
     prefix, groups = groups_for(ITEMS[:1], "none", "qa", None)
     hd = tiny_model.model.layers[0].self_attn.o_proj.in_features
     deltas = {0: torch.ones(hd) * 5}
-    from itictl.steering import intervened
+    from itictl.intervene.steering import intervened
 
     ans_only = score_groups(tiny_model, tiny_tok, prefix, groups, steer=_steer(tiny_model, deltas))
     everywhere = score_groups_naive(tiny_model, tiny_tok, groups, steer=lambda pos: intervened(tiny_model, deltas, "all"))

@@ -115,7 +115,7 @@ def test_device_kind_is_torch_free_and_honours_hidden_gpus(monkeypatch):
     from itictl.errors import BadInputError
     from itictl.models.loading import device_kind
 
-    import itictl.models.loading as L
+    import itictl.models.devices as L
 
     assert device_kind("cpu") == "cpu" and device_kind("cuda") == device_kind("CUDA:3") == "cuda"
     monkeypatch.setattr(L, "_torch_cuda_build", lambda: True)  # as on a GPU box given only GPU 3

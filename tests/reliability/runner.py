@@ -35,7 +35,7 @@ def install() -> None:
     kind = os.environ.get("H7_PAUSE_KIND")
     at = os.environ.get("H7_PAUSE_AT", "")
     if os.environ.get("H7_CHUNK"):
-        import itictl.extract as X
+        import itictl.extract.chunks as X
 
         X.CHUNK_PROMPTS = int(os.environ["H7_CHUNK"])
     if not at:
@@ -73,10 +73,10 @@ def install() -> None:
 
         core._make_read_only = make_read_only
     elif at.startswith("chunk:"):
-        import itictl.extract as X
+        import itictl.extract.chunks as X
 
         n = int(at.split(":")[1])
-        orig_save = X._save_chunk
+        orig_save = X.save_chunk
         count = {"n": 0}
 
         def save_chunk(*a, **kw):
@@ -86,9 +86,9 @@ def install() -> None:
                 _pause(f"chunk{n}")
             return p
 
-        X._save_chunk = save_chunk
+        X.save_chunk = save_chunk
     elif at == "between":
-        import itictl.probes as P
+        import itictl.probe.step as P
 
         orig_run_probe = P.run_probe
 

@@ -108,7 +108,7 @@ def test_stored_numpy_chunks_refuse_pickled_objects(tmp_path):
     array planted in tmp/KEY.work is rejected (and recomputed), never unpickled."""
     import numpy as np
 
-    from itictl.extract import _load_done
+    from itictl.extract.chunks import load_done
 
     work = tmp_path / "work"
     work.mkdir()
@@ -118,6 +118,6 @@ def test_stored_numpy_chunks_refuse_pickled_objects(tmp_path):
     chunk.mkdir()
     np.save(chunk / "idx.npy", np.array([object()], dtype=object), allow_pickle=True)
     np.save(chunk / "head.npy", np.zeros((1, 2, 3)))
-    state = _load_done(work, plan | {"layer_wise": False})
+    state = load_done(work, plan | {"layer_wise": False})
     assert state["done"] == set()
     assert not chunk.exists()

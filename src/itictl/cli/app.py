@@ -58,7 +58,7 @@ def _root(
     st.out.json_mode = json_mode
     st.out.quiet = quiet
     st.out.verbose = verbose
-    from itictl.models.loading import set_load_quiet  # torch-free import
+    from itictl.models.quiet import set_load_quiet  # torch-free import
 
     set_load_quiet(quiet)  # transformers' own progress bars and warnings follow -q (every command)
 

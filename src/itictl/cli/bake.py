@@ -1,5 +1,5 @@
 """`itictl bake`: bake an intervention into o_proj biases as a plain Hugging Face model folder.
-Thin: resolves the ref (default: the intervention of `last-eval`) and calls itictl.bake.run_bake."""
+Thin: resolves the ref (default: the intervention of `last-eval`) and calls itictl.publish.bake.run_bake."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def bake(
     device_map: Optional[str] = device_map_option("Split a model too large for one device", "overrides --device"),
     tag: Optional[str] = typer.Option(None, "--tag", help="Also name the baked model with this ref."),
 ) -> None:
-    from itictl.bake import intervention_of_last_eval, run_bake
-    from itictl.models.loading import parse_device_map, resolve_dtype
+    from itictl.publish.bake import intervention_of_last_eval, run_bake
+    from itictl.models.devices import parse_device_map, resolve_dtype
 
     st = state(ctx)
     dmap = parse_device_map(device_map)  # exit 4 before any store work

@@ -89,15 +89,14 @@ def rank_session(st: AppState, device: str | None, device_map: str | None):
     and prints the result). Use as `with rank_session(st, device, device_map) as dist:`."""
     import contextlib
 
-    from itictl import distributed
-
+    from itictl.compute import distributed
     distributed.check_device_map(device_map, distributed.env_context())
 
     @contextlib.contextmanager
     def run():
         with distributed.session(device) as dist:
             if not dist.is_main:
-                from itictl.models.loading import set_load_quiet
+                from itictl.models.quiet import set_load_quiet
 
                 st.out.quiet = True
                 set_load_quiet(True)

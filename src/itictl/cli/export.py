@@ -1,5 +1,5 @@
 """`itictl export`: write an intervention as safetensors δ vectors, a llama.cpp control-vector GGUF
-or pyvene's save format into a directory. Thin: calls itictl.exporters.run_export."""
+or pyvene's save format into a directory. Thin: calls itictl.publish.export.run_export."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def export(
     device: str = typer.Option("cpu", "--device", help="Where to load the model (control-vector, pyvene)."),
 ) -> None:
     from itictl.errors import BadInputError
-    from itictl.exporters import FORMATS, run_export
+    from itictl.publish.export import FORMATS, run_export
 
     st = state(ctx)
     store = st.store

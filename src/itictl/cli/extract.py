@@ -3,7 +3,7 @@
 Thin: parses options, calls itictl.extract.run_extract once per (model, dataset) pair, prints one
 artifact document (or a list of them with several models/datasets). Under torchrun
 (`torchrun --nproc-per-node N -m itictl extract ...`) every rank runs this; the ranks share the
-work (itictl.distributed) and rank 0 alone prints; the document gains "world_size".
+work (itictl.compute.distributed) and rank 0 alone prints; the document gains "world_size".
 """
 
 from __future__ import annotations

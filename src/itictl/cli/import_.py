@@ -1,8 +1,8 @@
 """`itictl import pyvene DIR_OR_HUB_ID`: turn a pyvene-saved additive intervention on o_proj inputs
 into an `intervention` artifact (which eval, bake and export accept).
 
-Thin: itictl.pyvene_io.load_pyvene reads the folder (or downloads config.json + intkey_*.bin from
-the Hub), itictl.intervention.import_deltas stores it.
+Thin: itictl.publish.pyvene_io.load_pyvene reads the folder (or downloads config.json + intkey_*.bin from
+the Hub), itictl.intervene.build.import_deltas stores it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ def import_(
                                         help="The model it was made for (checks sizes, records lineage; default: none)."),
 ) -> None:
     from itictl.errors import BadInputError, UnsupportedError
-    from itictl.intervention import import_deltas, read_intervention
-    from itictl.pyvene_io import load_pyvene
+    from itictl.intervene.build import import_deltas, read_intervention
+    from itictl.publish.pyvene_io import load_pyvene
 
     st = state(ctx)
     if fmt != "pyvene":

@@ -2,7 +2,7 @@
 
 Thin: with no --probes it builds or reuses the chain extract (tqa_mc2) → probe through the store;
 the tuning activations (tqa_gen_end_q by default) come from the same model. Calls
-itictl.intervention.run_intervene, then with --prompt prints the unsteered and steered greedy answers.
+itictl.intervene.build.run_intervene, then with --prompt prints the unsteered and steered greedy answers.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ def intervene(
 ) -> None:
     from itictl.config import data_dir
     from itictl.errors import BadInputError
-    from itictl.intervention import read_intervention, run_intervene, validate
-    from itictl.models.loading import parse_device_map
-    from itictl.probes import validate_options
+    from itictl.intervene.build import read_intervention, run_intervene, validate
+    from itictl.models.devices import parse_device_map
+    from itictl.probe.step import validate_options
 
     st = state(ctx)
     store = st.store
@@ -83,7 +83,7 @@ def intervene(
         probes_art = store.open(probes, kind="probes")
         p_model = probes_art.read_json("probes.json").get("model_key")
         if model_art is not None:  # before any extraction: fail fast
-            from itictl.intervention import check_probes_model
+            from itictl.intervene.build import check_probes_model
 
             check_probes_model(probes_art.key, p_model, model_art.key, model or "the embedded model")
         if model_art is None:
@@ -92,7 +92,7 @@ def intervene(
             model_art = store.get(p_model)
     else:
         from itictl.extract import run_extract
-        from itictl.probes import run_probe
+        from itictl.probe.step import run_probe
 
         validate_options(folds, fold, val_ratio, split, "torch")
         acts, _ = run_extract(store, model_spec_of(model_art), "tqa_mc2", ddir, limit=limit, dtype=dtype,
@@ -115,9 +115,9 @@ def intervene(
                                        model=model_art.key, heads=info["heads"], layers=info["layers"],
                                        alpha=info["alpha"], direction=info["direction"])
     if prompt is not None:
-        from itictl.intervention import load_deltas
+        from itictl.intervene.build import load_deltas
         from itictl.models import load_model
-        from itictl.steering import steered_generate
+        from itictl.intervene.steering import steered_generate
 
         lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap)
         deltas = load_deltas(art)

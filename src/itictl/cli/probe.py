@@ -1,7 +1,7 @@
 """`itictl probe`: train per-head linear probes on one fold and rank heads (a `probes` artifact).
 
 Thin: resolves (or builds, via itictl.extract.run_extract) the activations, calls
-itictl.probes.run_probe, prints the artifact doc plus the best heads and a terminal heatmap.
+itictl.probe.step.run_probe, prints the artifact doc plus the best heads and a terminal heatmap.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ def probe_summary(art, top: int = 10) -> dict[str, Any]:
     """Best heads and accuracy statistics of a probes artifact (for JSON and the table)."""
     import numpy as np
 
-    from itictl.intervention import top_heads
-    from itictl.probes import load_probes
+    from itictl.intervene.build import top_heads
+    from itictl.probe.step import load_probes
 
     p = load_probes(art)
     best = [{"layer": l, "head": h, "val_acc": round(float(p.val_acc[l, h]), 4)} for l, h in top_heads(p.val_acc, top)]
@@ -33,7 +33,7 @@ def probe_summary(art, top: int = 10) -> dict[str, Any]:
 def render_probes(console, doc: dict[str, Any], val_acc) -> None:
     from rich.table import Table
 
-    from itictl.heatmap import text_rows
+    from itictl.probe.heatmap import text_rows
 
     console.print(f"[bold]probes[/bold] {doc['key'][:12]} ({'cached' if doc['cached'] else 'built'})  "
                   f"{doc['layout']['L']}×{doc['layout']['H']} heads, prompts {doc['n_prompts']}, "
@@ -67,7 +67,7 @@ def probe(
     device: str = typer.Option("auto", "--device", help="Device for building activations and batched training: auto, cpu, cuda."),
 ) -> None:
     from itictl.config import data_dir
-    from itictl.probes import load_probes, validate_options, run_probe
+    from itictl.probe.step import load_probes, validate_options, run_probe
 
     st = state(ctx)
     validate_options(folds, fold, val_ratio, split, backend)  # fail before any extraction
@@ -78,7 +78,7 @@ def probe(
 
         acts, _ = run_extract(st.store, model, dataset, data_dir(data), limit=limit, device=device, out=st.out,
                               revision=revision)
-    from itictl.models.loading import resolve_device
+    from itictl.models.devices import resolve_device
 
     train_dev = resolve_device(device)  # validated: a bad --device exits 4, not a traceback
     art, cached = run_probe(st.store, acts, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split,

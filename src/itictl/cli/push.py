@@ -1,5 +1,5 @@
 """`itictl push`: upload a baked model (or an intervention, exported as safetensors) with a model
-card to the Hugging Face Hub. Thin: itictl.hub builds the plan and uploads it."""
+card to the Hugging Face Hub. Thin: itictl.publish.push builds the plan and uploads it."""
 
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ def push(
     license: Optional[str] = typer.Option(None, "--license", help="License id for the card (default: the base model's, else 'other')."),
     message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
 ) -> None:
-    from itictl import hub
-
+    from itictl.publish import push as hub
     st = state(ctx)
     if token:
         from itictl.secrets import register_secret

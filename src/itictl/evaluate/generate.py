@@ -30,8 +30,8 @@ def generate_answers(model, tok, questions: Sequence[str], *, instruction: str, 
                      many_shot_prefix: str | None = None, deltas: Mapping | None = None,
                      batch_size: int = 16, max_new_tokens: int = MAX_NEW_TOKENS,
                      progress: Callable[[int], None] | None = None, dist=None) -> list[str]:
-    from itictl import distributed as D
-    from itictl.steering import steered_generate
+    from itictl.compute import distributed as D
+    from itictl.intervene.steering import steered_generate
 
     dist = dist or D.SINGLE
     prompts = [generation_prompt(q, instruction, preset, many_shot_prefix) for q in questions]

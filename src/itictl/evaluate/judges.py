@@ -228,7 +228,7 @@ def hf_judge(rest: str, *, device: str = "cpu", store=None, batch_size: int = 8)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from itictl.models.loading import resolve_device
+        from itictl.models.devices import resolve_device
 
         dev = resolve_device(device)
         where = path if commit is None else download_hub_judge(loc, commit)
@@ -254,8 +254,8 @@ def yes_probability(model, tok, prompts: list[str], *, device: str = "cpu", batc
     """P(" yes" | prompt): the probability of the continuation's tokens (one token for Llama)."""
     import torch
 
-    from itictl.batching import right_pad
-    from itictl.extraction.engine import pad_token_id
+    from itictl.compute.batching import right_pad
+    from itictl.extract.engine import pad_token_id
 
     pad = pad_token_id(tok)
     out: list[float] = []

@@ -127,7 +127,7 @@ def _device(model):
     """Where inputs go (the input embeddings' device; model-parallel aware)."""
     import torch
 
-    from itictl.models.loading import input_device
+    from itictl.models.devices import input_device
 
     return torch.device(input_device(model))
 
@@ -197,13 +197,13 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
     assign_balanced gives it and all ranks gather every score: the same numbers as one process."""
     import torch
 
-    from itictl import distributed as D
-    from itictl.batching import to_device
-    from itictl.extraction.engine import pad_token_id
-    from itictl.extraction.packing import (Unit, batch_rows, build_batch, mask_dtype_for, pack_rows, split_unit,
+    from itictl.compute import distributed as D
+    from itictl.compute.batching import to_device
+    from itictl.extract.engine import pad_token_id
+    from itictl.compute.packing import (Unit, batch_rows, build_batch, mask_dtype_for, pack_rows, split_unit,
                                            supports_tree_masks)
     from itictl.models.arch import decoder_stack
-    from itictl.steering import TokenMask
+    from itictl.intervene.steering import TokenMask
 
     dev = _device(model)
     if not supports_tree_masks(model):  # e.g. flash-attention models: the reference loop

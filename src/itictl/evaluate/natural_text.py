@@ -70,10 +70,10 @@ def _batches(samples: list[list[int]], bs: int):
 def _logprobs(model, chunk: list[list[int]]):
     import torch
 
-    from itictl.models.loading import input_device
+    from itictl.models.devices import input_device
 
     dev = input_device(model)
-    from itictl.batching import right_pad
+    from itictl.compute.batching import right_pad
 
     ids, mask = right_pad(chunk, 0)
     with torch.no_grad():
@@ -95,8 +95,7 @@ def _mine(n_batches: int, dist) -> list[int]:
 def _shared(name: str, mine: Callable[[], dict[int, list]], dist) -> list:
     """Run this rank's batches (`mine` -> {batch: per-sample values}) as a distributed phase (a
     failure on any rank fails every rank) and return every rank's values in batch order."""
-    from itictl import distributed as D
-
+    from itictl.compute import distributed as D
     per_batch: dict[int, list] = {}
     for part in D.run_phase(name, mine, dist or D.SINGLE):
         per_batch.update(part)

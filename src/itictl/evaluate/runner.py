@@ -117,7 +117,7 @@ class Evaluator:
     def __init__(self, model, tok, questions: Sequence[Any], opts: EvalOptions, *, judges: dict[str, Any],
                  skipped: dict[str, str], text_samples: list[list[int]] | None = None, out=None,
                  transfer: Sequence[Any] | None = None, dist=None):
-        from itictl import distributed as D
+        from itictl.compute import distributed as D
         from itictl.evaluate.mc import MCItem, groups_for, harness_items, mc_items
 
         self.model, self.tok, self.opts, self.out = model, tok, opts, out
@@ -144,7 +144,7 @@ class Evaluator:
             return None
         import torch
 
-        from itictl.steering import AnswerPositions, intervened
+        from itictl.intervene.steering import AnswerPositions, intervened
 
         def steer(pos):
             if isinstance(pos, list):  # per-row answer starts
@@ -318,9 +318,8 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
              device_map: str | None = None) -> tuple[Any, bool, dict[str, Any]]:
     """Build or reuse extract → probe → intervene per fold and setting, evaluate, write the `eval`
     artifact, tag `last-eval`. Returns (artifact, cached, eval document). `dist` (default
-    itictl.distributed.current()): every rank of a torchrun group calls this with the same options."""
-    from itictl import distributed as DI
-
+    itictl.compute.distributed.current()): every rank of a torchrun group calls this with the same options."""
+    from itictl.compute import distributed as DI
     dist = dist or DI.current()
     opts.validate()
 
@@ -328,8 +327,8 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
     device = DI.rank_device(dist, opts.device) if dist.distributed else opts.device
     from itictl import data as D
     from itictl import extract as X
-    from itictl import intervention as I
-    from itictl import probes as P
+    from itictl.intervene import build as I
+    from itictl.probe import step as P
     from itictl.models import ensure_model, load_model
 
     data_dir = Path(opts.data_dir) if opts.data_dir else None

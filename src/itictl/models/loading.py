@@ -28,14 +28,16 @@ from pathlib import Path
 from typing import Any
 
 from itictl.errors import BadInputError, NotFoundError, RemoteError, StoreError, UnsupportedError
+from itictl.models.devices import (DEVICE_MAPS, DTYPES, compute_device, device_kind, input_device,  # noqa: F401
+                                   check_map_covers, map_memo_key, parse_device_map, resolve_device,
+                                   resolve_dtype, torch_dtype)
+from itictl.models.quiet import hf_quiet, load_quiet, set_load_quiet  # noqa: F401 (re-exported)
 from itictl.models.identity import (ModelRef, folder_identity, hub_cache_dir, hub_endpoint, hub_offline,
                                     resolve_model)
 
 MODEL_KIND = "model"
 MODEL_SCHEMA = 1
 MODEL_STEP_VERSION = 1
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEVICE_MAPS = ("auto", "balanced", "sequential")
 
 
 @dataclass
@@ -107,10 +109,9 @@ def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool | None = None) -> 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import contextlib
-    import os
 
     path = Path(ref.location)
-    q = _QUIET if quiet is None else bool(quiet)
+    q = load_quiet() if quiet is None else bool(quiet)
     # transformers' GGUF reader uses a bare tqdm ("Converting and de-quantizing GGUF tensors") that
     # its progress-bar switch does not reach: when quiet, stderr is muted for the conversion itself.
     with hf_quiet(q), open(os.devnull, "w") as devnull, \
@@ -172,240 +173,6 @@ def _hub_config_file(ref: ModelRef) -> Path:
                           "check the network, or pass a local model folder") from None
 
 
-# ---- devices and dtypes -----------------------------------------------------------------------
-
-def resolve_device(device: str | None) -> str:
-    """'auto' -> 'cuda' (sharded with device_map="auto") when several GPUs are visible, 'cuda:0'
-    with one, else 'cpu'. 'cuda' -> 'cuda:0'. Validates cuda:N."""
-    import torch
-
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        if not torch.cuda.is_available():
-            return "cpu"
-        return "cuda" if torch.cuda.device_count() > 1 else "cuda:0"
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise BadInputError(f"--device {device}: CUDA is not available here", "use --device cpu or auto")
-        if device == "cuda":
-            return "cuda:0"
-        if ":" in device:
-            idx = device.split(":", 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
-                raise BadInputError(f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)",
-                                    "use cuda:0 … cuda:N-1, or auto")
-        return device
-    raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-
-
-def device_kind(device: str | None) -> str:
-    """'cpu' or 'cuda' for a --device value, without importing torch (1-2 s), so that
-    keys (which hold the dtype the device implies) are cheap and a cached step returns fast.
-    'auto' is guessed from the installed torch (a CUDA build), CUDA_VISIBLE_DEVICES (empty or -1:
-    CPU) and an NVIDIA device node (/dev/nvidiaN); the real resolution (resolve_device) happens
-    when a model is loaded."""
-    device = (device or "auto").strip().lower()
-    if device == "cpu":
-        return device
-    if device == "cuda" or device.startswith("cuda:"):
-        return "cuda"
-    if device != "auto":
-        raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not _torch_cuda_build() or (visible is not None and visible.strip() in ("", "-1")):
-        return "cpu"  # a CPU build of torch, or GPUs hidden
-    return "cuda" if _nvidia_device_nodes() else "cpu"
-
-
-def _torch_cuda_build() -> bool:
-    """Whether the installed torch is a CUDA build (read from torch/version.py, no import)."""
-    import importlib.util
-    import re
-
-    spec = importlib.util.find_spec("torch")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    try:
-        text = (Path(list(spec.submodule_search_locations)[0]) / "version.py").read_text()
-    except OSError:
-        return False
-    return re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M) is not None
-
-
-def _nvidia_device_nodes() -> list[str]:
-    """/dev/nvidiaN nodes (a container given one GPU may only have /dev/nvidia3)."""
-    import re
-
-    return sorted(p.name for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name))
-
-
-def resolve_dtype(dtype: str | None, device: str) -> str:
-    """The one dtype policy of every step: 'auto' -> float32 on CPU, float16 on an accelerator
-    (as the reference runs Llama). Needs no torch import, so keys can be computed cheaply."""
-    dtype = (dtype or "auto").strip().lower()
-    if dtype not in DTYPES:
-        raise BadInputError(f"unknown dtype {dtype!r}", f"use one of {', '.join(DTYPES)}")
-    if dtype != "auto":
-        return dtype
-    return "float32" if device == "cpu" else "float16"
-
-
-# ---- device maps (model parallel) ------------------------------------------------------------
-
-def parse_device_map(value: str | dict | None) -> str | dict[str, str] | None:
-    """Validate a device map: None/'' -> None; 'auto' | 'balanced' | 'sequential'; a dict (or a JSON
-    object string, as the CLI passes it) {module name: 'cpu' | 'cuda' | 'cuda:N' | N} -> a dict with
-    canonical device strings. Whether a dict covers the model is checked at load time."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        v = value.strip()
-        if not v:
-            return None
-        if v.lower() in DEVICE_MAPS:
-            return v.lower()
-        if not v.startswith("{"):
-            raise BadInputError(f"unknown device map {value!r}",
-                                f"use {', '.join(DEVICE_MAPS)} or a JSON object {{\"module\": \"cuda:N\"}}")
-        try:
-            value = json.loads(v)
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"device map is not valid JSON ({e.msg} at char {e.pos})",
-                                'write it like {"model.layers.0": "cuda:0", "lm_head": 1}') from None
-    if not isinstance(value, dict) or not value:
-        raise BadInputError("a device map must be a non-empty {module: device} object",
-                            f"use {', '.join(DEVICE_MAPS)} or a JSON object")
-    out: dict[str, str] = {}
-    for mod, dev in value.items():
-        if not isinstance(mod, str):
-            raise BadInputError(f"device map key {mod!r} is not a module name", 'use names like "model.layers.0"')
-        out[mod] = _map_device(mod, dev)
-    return out
-
-
-def _map_device(mod: str, dev: Any) -> str:
-    import torch
-
-    if isinstance(dev, bool) or not isinstance(dev, (int, str)):
-        raise BadInputError(f"device map: {mod!r} -> {dev!r} is not a device", "use 'cpu', 'cuda:N' or a GPU index N")
-    if isinstance(dev, int) or (isinstance(dev, str) and dev.strip().isdigit()):
-        dev = f"cuda:{int(dev)}"
-    dev = dev.strip().lower()
-    if dev == "cpu":
-        return dev
-    if dev == "disk":
-        raise BadInputError(f"device map puts {mod!r} on disk; disk offload is not supported",
-                            "put every module on a GPU or the CPU")
-    if dev == "cuda":
-        dev = "cuda:0"
-    idx = dev.split(":", 1)[1] if dev.startswith("cuda:") else None
-    if idx is None or not idx.isdigit():
-        raise BadInputError(f"device map: {mod!r} -> {dev!r} is not a device", "use 'cpu', 'cuda:N' or a GPU index N")
-    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if int(idx) >= n:
-        raise BadInputError(f"device map puts {mod!r} on {dev}, but {n} GPU(s) are visible",
-                            "use cuda:0 … cuda:N-1 or cpu" if n else "use cpu, or run on a machine with GPUs")
-    return dev
-
-
-def _map_memo_key(device_map: str | dict[str, str] | None) -> str | None:
-    if isinstance(device_map, dict):
-        return json.dumps(device_map, sort_keys=True)
-    return device_map
-
-
-def compute_device(device: str | None, device_map: str | dict[str, str] | None = None) -> str:
-    """'cpu' or 'cuda' as the dtype policy sees a --device / --device-map pair, torch-free: a map
-    counts as 'cpu' only when nothing goes to a GPU ('auto'-style maps follow device_kind('auto'));
-    without a map, device_kind(device)."""
-    if isinstance(device_map, dict):
-        return "cpu" if set(map(str, device_map.values())) == {"cpu"} else "cuda"
-    if device_map:
-        return device_kind("auto")
-    return device_kind(device)
-
-
-def _check_map_covers(where: str, kwargs: dict[str, Any], device_map: dict[str, str], trust_remote_code: bool) -> None:
-    """An explicit map must name existing modules and cover every parameter and persistent buffer: checked on an empty
-    (meta-device) copy of the architecture, so the error is one line before any weight is read."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg_kwargs = {k: v for k, v in kwargs.items() if k in ("revision", "cache_dir", "local_files_only")}
-    config = AutoConfig.from_pretrained(where, trust_remote_code=trust_remote_code, **cfg_kwargs)
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    modules = {n for n, _ in skeleton.named_modules()}
-    unknown = sorted(m for m in device_map if m and m not in modules)
-    if unknown:
-        raise BadInputError(f"device map names {len(unknown)} module(s) the model does not have: {', '.join(unknown[:3])}",
-                            "use names from model.named_modules(), e.g. model.layers.0, model.embed_tokens, lm_head")
-
-    def covered(name: str) -> bool:
-        return "" in device_map or any(name == m or name.startswith(m + ".") for m in device_map)
-
-    # what from_pretrained places: parameters and persistent buffers (non-persistent ones such as
-    # rotary inv_freq are rebuilt by transformers wherever their module lands)
-    persistent = set(skeleton.state_dict())
-    tensors = [n for n, _ in skeleton.named_parameters()] + [n for n, _ in skeleton.named_buffers() if n in persistent]
-    missing = [n for n in tensors if not covered(n)]
-    if missing:
-        raise BadInputError(f"device map gives no device for {len(missing)} tensor(s), e.g. {missing[0]}",
-                            "add their module (or a parent) to the map, or use --device-map auto")
-
-
-def input_device(model) -> str:
-    """Where a model's inputs go: the device of its input embeddings (model-parallel aware)."""
-    from itictl.steering import module_device  # accelerate's execution device, else the weight's
-
-    emb = model.get_input_embeddings()
-    dev, _ = module_device(emb)
-    return str(dev if dev is not None else emb.weight.device)
-
-
-# ---- quiet loading ----------------------------------------------------------------------------
-
-_QUIET = False
-
-
-def set_load_quiet(quiet: bool) -> None:
-    """Process-wide default for load_model(quiet=None): the CLI sets it from -q/--quiet."""
-    global _QUIET
-    _QUIET = bool(quiet)
-
-
-class hf_quiet:  # noqa: N801 (used like a function: `with hf_quiet():`)
-    """Within the block, transformers' progress bars ("Loading weights", "Writing model shards") and
-    info/warning logging are off when quiet (None: the set_load_quiet default); the previous
-    settings come back afterwards."""
-
-    def __init__(self, quiet: bool | None = None):
-        self.quiet = _QUIET if quiet is None else bool(quiet)
-
-    def __enter__(self):
-        if not self.quiet:
-            return self
-        from transformers.utils import logging as hf_logging
-
-        self._bar = hf_logging.is_progress_bar_enabled()
-        self._level = hf_logging.get_verbosity()
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-        return self
-
-    def __exit__(self, *exc):
-        if not self.quiet:
-            return False
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity(self._level)
-        if self._bar:
-            hf_logging.enable_progress_bar()
-        return False
-
-
 # ---- loading ----------------------------------------------------------------------------------
 
 _MEMO: dict[tuple, LoadedModel] = {}
@@ -437,7 +204,7 @@ def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
     dev = compute_device(None, dmap) if dmap is not None else resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     memo_key = (str(Path(store.root).resolve()), model_art.key, dt, dev if dmap is None else None,
-                _map_memo_key(dmap), bool(trust_remote_code))
+                map_memo_key(dmap), bool(trust_remote_code))
     if not fresh:
         with _MEMO_LOCK:
             hit = _MEMO.get(memo_key)
@@ -479,12 +246,6 @@ def _source_args(store, model_art, info: dict[str, Any]) -> tuple[str, dict[str,
     raise StoreError(f"model {model_art.key[:12]} has an unknown source {src!r}", "rerun with --model")
 
 
-def torch_dtype(name: str):
-    """A resolved dtype name (float32, float16, bfloat16) as a torch dtype."""
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
 
 def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remote_code: bool,
           dmap: str | dict[str, str] | None = None) -> LoadedModel:
@@ -500,7 +261,7 @@ def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remot
         load_kwargs["device_map"] = {"": dev}
     try:
         if isinstance(dmap, dict):
-            _check_map_covers(where, kwargs, dmap, trust_remote_code)
+            check_map_covers(where, kwargs, dmap, trust_remote_code)
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
     except OSError as e:

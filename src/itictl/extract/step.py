@@ -1,0 +1,189 @@
+"""The `activations` step: run_extract (prompts -> HDF5 artifact, resumable, cached) and
+open_activations (the reader probes/eval use).
+
+Key (what goes into params): format, limit, seed (only for tqa_gen_end_q, else null), dtype (the
+resolved compute dtype), layer_wise, store_dtype (resolved); parents: model and dataset keys.
+Deliberately NOT in the key: batch_tokens and device. Results do not depend on them beyond
+floating-point tolerance (batched == single-prompt and shared == unshared are tested), so a rerun
+with another batch size or on another device of the same dtype reuses the artifact. The compute
+dtype is in the key because float16/bfloat16/float32 give meaningfully different activations.
+
+Payload `activations.h5`: head_wise [N, L, H·D], layer_wise [N, L+1, hidden] (optional), label,
+question_index, answer_index, category (when the format has one), n_tokens; attrs model, L, H, D,
+hidden, format, dtype, store_dtype. Datasets are chunked [rows, 1, width] so one layer for all
+prompts reads contiguously. Work in progress lives in ctx.work as chunk_N/ folders of .npy files, written atomically
+as each chunk of prompts finishes; a killed run resumes from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+from itictl.errors import BadInputError
+from itictl.extract.engine import default_batch_tokens  # noqa: F401 (re-exported)
+from itictl.extract.h5 import H5_NAME
+
+FORMATS = ("tqa_mc2", "tqa_gen", "tqa_gen_end_q")
+SEEDED_FORMATS = ("tqa_gen_end_q",)
+STORE_DTYPES = ("auto", "float16", "float32")
+STEP_VERSION = 1
+
+
+def resolve_store_dtype(store_dtype: str | None, dtype: str) -> str:
+    store_dtype = (store_dtype or "auto").lower()
+    if store_dtype not in STORE_DTYPES:
+        raise BadInputError(f"unknown store dtype {store_dtype!r}", f"use one of {', '.join(STORE_DTYPES)}")
+    if store_dtype == "auto":
+        return "float32" if dtype == "float32" else "float16"
+    return store_dtype
+
+
+
+def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str, seed: int,
+                   store_dtype: str) -> dict[str, Any]:
+    if fmt not in FORMATS:
+        raise BadInputError(f"unknown dataset format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if limit is not None and limit < 1:
+        raise BadInputError(f"--limit must be at least 1 (got {limit})", "omit --limit for all prompts")
+    return {"format": fmt, "limit": limit, "seed": seed if fmt in SEEDED_FORMATS else None, "dtype": dtype,
+            "layer_wise": bool(layer_wise), "store_dtype": store_dtype}
+
+
+def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | None, *, limit: int | None = None,
+                layer_wise: bool = False, dtype: str = "auto", device: str = "auto",
+                batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None,
+                revision: str | None = None, dist=None, device_map: str | None = None):
+    """-> (Artifact, cached). The key is computed from the model and dataset identities first;
+    the model is loaded only when the artifact has to be built. `dist` (a DistContext, default
+    itictl.compute.distributed.current()) with world > 1 runs the data-parallel protocol: every rank
+    calls this with the same arguments; the artifact is identical to a single-process run's."""
+    from itictl.compute import distributed
+    dist = dist or distributed.current()
+    device_map = distributed.check_device_map(device_map, dist)
+    if batch_tokens is not None and batch_tokens < 1:
+        raise BadInputError(f"--batch-tokens must be positive (got {batch_tokens})", "try 4096 on CPU, 65536 on a GPU")
+
+    def resolve():
+        return _key_inputs(store, model_spec, fmt, data_dir, limit=limit, layer_wise=layer_wise, dtype=dtype,
+                           device=device, seed=seed, store_dtype=store_dtype, out=out, revision=revision,
+                           device_map=device_map)
+
+    if not dist.distributed:
+        params, model_art, ds_art = resolve()
+
+        def build(ctx) -> None:
+            from itictl.models import resolve_device
+
+            real_dev = resolve_device(device)
+            _build(ctx, store, model_art, ds_art, params, device=real_dev, batch_tokens=batch_tokens, out=out,
+                   device_map=device_map)
+
+        return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
+    return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out)
+
+
+def _parents(model_art, ds_art) -> dict[str, str]:
+    return {"model": model_art.key, "dataset": ds_art.key}
+
+
+def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, device, seed, store_dtype, out,
+                revision, device_map=None):
+    """-> (params, model artifact, dataset artifact): everything the key depends on."""
+    from itictl.data import ensure_dataset
+    from itictl.models import ensure_model
+    from itictl.models.devices import compute_device, resolve_dtype
+
+    dt = resolve_dtype(dtype, compute_device(device, device_map))  # the dtype load_model will use
+    params = extract_params(fmt, limit=limit, layer_wise=layer_wise, dtype=dt, seed=seed,
+                            store_dtype=resolve_store_dtype(store_dtype, dt))
+    model_art = ensure_model(store, model_spec, revision=revision, out=out)
+    from itictl.config import data_dir as resolve_data_dir
+
+    ds_art = ensure_dataset(store, resolve_data_dir(data_dir))
+    if limit is not None:
+        from itictl.data import prompt_count, read_dataset
+
+        if limit >= prompt_count(read_dataset(ds_art), fmt):
+            params["limit"] = None  # --limit past the end is the full set: same key, no duplicate object
+    return params, model_art, ds_art
+
+
+def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | None, out):
+    """The data-parallel protocol (every rank runs it; phases are collective, see distributed.py):
+
+    1. rank 0 resolves the key (creating the model/dataset objects once), then the other ranks
+       resolve theirs; all must agree.
+    2. distributed.produce: rank 0 holds the key lock and commits; if the artifact is cached every
+       rank returns it.
+    3. in extract_to_h5 every rank loads the model, plans all batches exactly like a single process,
+       computes the batches assigned to it into tmp/KEY.work/rankR/, and rank 0 merges them into
+       the one activations.h5 that produce then commits; the others then open the artifact."""
+    from itictl.compute import distributed as D
+    main = dist.is_main
+    box: dict[str, Any] = {}
+
+    def resolve_here(first: bool):
+        if main == first:
+            params, model_art, ds_art = resolve()
+            box.update(params=params, model=model_art, ds=ds_art)
+            return store.key_for("activations", params, _parents(model_art, ds_art), step_version=STEP_VERSION)
+        return None
+
+    k0 = D.run_phase("resolving the key", lambda: resolve_here(True), dist)[0]  # rank 0 first: makes model/dataset objects once
+    keys = D.run_phase("resolving the key", lambda: resolve_here(False), dist)
+    key = D.same([k0] + keys[1:], "activations key")
+    params, model_art, ds_art = box["params"], box["model"], box["ds"]
+
+    def build(ctx) -> None:  # ctx None on ranks > 0
+        _build(ctx, store, model_art, ds_art, params, device=device, batch_tokens=batch_tokens,
+               out=out if main else None, dist=dist, work=store.work_dir(key))
+
+    return D.produce(store, dist, "activations", params, _parents(model_art, ds_art), build,
+                     step_version=STEP_VERSION)
+
+
+def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str, batch_tokens: int | None, out,
+           dist=None, work: Path | None = None, device_map: str | None = None) -> None:
+    """Load the model and run extract_to_h5. With world > 1 every rank calls this (rank 0 with
+    the store's BuildContext, the others with ctx=None and the key's work dir); `device` is then
+    the --device option, mapped to this rank's GPU here."""
+    from itictl.compute import distributed as D
+    from itictl.data import build_prompts, read_dataset
+    from itictl.models import load_model
+    from itictl.models import resolve_device
+
+    dist = dist or D.SINGLE
+    fmt = params["format"]
+    got: dict[str, Any] = {}
+
+    def load() -> None:
+        prompts = build_prompts(read_dataset(ds_art), fmt, seed=params["seed"] or 0)
+        if params["limit"] is not None:
+            prompts = prompts[: params["limit"]]
+        if not prompts:
+            raise BadInputError(f"the dataset has no {fmt} prompts", "check --data and --dataset")
+        dev = resolve_device(D.rank_device(dist, device)) if dist.distributed else device
+        kw: dict[str, Any] = {"device_map": device_map} if device_map else {}  # only when set (model parallel)
+        if out is not None:
+            with out.status(f"loading model {model_art.key[:12]} on {dev}"):
+                lm = load_model(store, model_art, dtype=params["dtype"], device=dev, **kw)
+        else:
+            lm = load_model(store, model_art, dtype=params["dtype"], device=dev, **kw)
+        got.update(prompts=prompts, lm=lm, dev=dev)
+
+    D.run_phase("loading the model", load, dist)
+    lm, dev = got["lm"], got["dev"]
+    from itictl.extract.resumable import extract_to_h5
+
+    meta = extract_to_h5(
+        lm.model, lm.tokenizer, got["prompts"], ctx.out / H5_NAME if ctx is not None else None,
+        ctx.work if ctx is not None else work, fmt=fmt, model_key=model_art.key, dtype=params["dtype"],
+        layer_wise=params["layer_wise"], store_dtype=params["store_dtype"],
+        batch_tokens=batch_tokens, device=getattr(lm, "device", None) or dev, out=out,
+        dist=dist)
+    if ctx is not None:
+        ctx.meta.update(meta)
+
+

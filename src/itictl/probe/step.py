@@ -1,0 +1,218 @@
+"""The probe step: per-(layer, head) logistic regressions on head-wise activations.
+
+Owns `run_probe` (activations artifact -> `probes` artifact), the batched trainer
+`fit_logreg_batched` and the per-head scikit-learn loop `fit_logreg_sklearn`.
+
+Splits are over questions, never prompts: the questions present in the activations are cut into
+`folds` folds (seeded shuffle, or the reference's contiguous np.array_split); fold `fold` is the test
+fold; inside the other folds `val_ratio` of the questions are held out for validation.
+
+The objective is scikit-learn's LogisticRegression default (penalty l2, C=1, intercept not
+penalised): minimise 0.5·||w||² + C·Σ_i logloss(y_i, x_i·w + b). The batched trainer solves it for all
+L·H heads at once with Newton's method (batched Cholesky solves, backtracking line search) in
+float64, so it reaches the optimum that lbfgs(max_iter=1000) approaches.
+
+Payload: probes.json (val_acc [L][H], test_acc, question ids of train/val/test, layout, model key),
+probes.safetensors (weight [L,H,D], bias [L,H], com [L,H,D] = mean(true) − mean(false) over train+val
+prompts), heatmap.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from itictl.errors import BadInputError
+from itictl.probe.solver import accuracy, fit_logreg_batched, fit_logreg_sklearn  # noqa: F401 (re-exported)
+
+PROBE_STEP_VERSION = 1
+BACKENDS = ("torch", "sklearn")
+SPLITS = ("random", "contiguous")
+
+
+# ---- reading activations ------------------------------------------------------------------------
+@dataclass
+class HeadActs:
+    """Activations as numpy arrays: head_wise [N, L, H, D], label [N], question_index [N]."""
+
+    head_wise: np.ndarray
+    label: np.ndarray
+    question_index: np.ndarray
+    model_key: str | None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        _, L, H, D = self.head_wise.shape
+        return L, H, D
+
+
+def read_head_acts(acts_art) -> HeadActs:
+    """Load an activations artifact's head-wise activations, labels and question ids into memory."""
+    from itictl.extract import open_activations
+
+    with open_activations(acts_art) as acts:
+        hw = np.asarray(acts.load_head_wise())  # [N, L, H·D]
+        N, L, W = hw.shape
+        if W != acts.H * acts.D or L != acts.L:
+            raise BadInputError(f"activations {acts_art.key[:12]} have shape {hw.shape}, not L={acts.L}, H·D={acts.H}×{acts.D}",
+                                "re-extract the activations")
+        return HeadActs(hw.reshape(N, L, acts.H, acts.D), np.asarray(acts.label, dtype=np.int64),
+                        np.asarray(acts.question_index, dtype=np.int64),
+                        acts_art.parents.get("model") or (acts.model or None))
+
+
+# ---- splits -------------------------------------------------------------------------------------
+def split_questions(question_ids: np.ndarray, *, folds: int, fold: int, val_ratio: float, seed: int,
+                    split: str) -> dict[str, list[int]]:
+    """{'train', 'val', 'test'} question ids (sorted) for one fold."""
+    from itictl.data import question_folds, train_val_split
+
+    uq = np.unique(question_ids)
+    parts = question_folds(len(uq), folds, seed, split=split)  # positions into uq
+    test_pos = np.asarray(parts[fold], dtype=np.int64)
+    train_pos = np.concatenate([np.asarray(p, np.int64) for j, p in enumerate(parts) if j != fold])
+    tr, va = train_val_split(uq[train_pos], val_ratio, seed)
+    return {"train": sorted(int(x) for x in tr), "val": sorted(int(x) for x in va),
+            "test": sorted(int(x) for x in uq[test_pos])}
+
+
+def train_probes(acts: HeadActs, rows_train: np.ndarray, *, backend: str, seed: int, device=None,
+                 layers_per_chunk: int | None = None):
+    """Fit every head's probe on the given prompt rows -> (w [L,H,D], b [L,H]) float64 numpy."""
+    L, H, D = acts.shape
+    y = acts.label[rows_train]
+    if len(np.unique(y)) < 2:
+        raise BadInputError("the training questions have only one label", "use more questions (a larger --limit)")
+    w = np.zeros((L, H, D))
+    b = np.zeros((L, H))
+    if layers_per_chunk is None:  # keep a chunk's float64 copy under ~256 MB
+        per_layer = max(1, len(rows_train) * H * (D + 1) * 8 * 2)
+        layers_per_chunk = max(1, min(L, (256 << 20) // per_layer))
+    for l0 in range(0, L, layers_per_chunk):
+        l1 = min(L, l0 + layers_per_chunk)
+        X = acts.head_wise[rows_train, l0:l1]  # [n, Lc, H, D]
+        X = np.ascontiguousarray(X.transpose(1, 2, 0, 3).reshape((l1 - l0) * H, len(rows_train), D))
+        if backend == "sklearn":
+            wc, bc = fit_logreg_sklearn(X, y, seed)
+        else:
+            wt, bt, _ = fit_logreg_batched(X, y, device=device)
+            wc, bc = wt.numpy(), bt.numpy()
+        w[l0:l1] = wc.reshape(l1 - l0, H, D)
+        b[l0:l1] = bc.reshape(l1 - l0, H)
+    return w, b
+
+
+def headaccuracy(acts: HeadActs, rows: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Accuracy of every head's probe on the given prompt rows -> [L, H]."""
+    L, H, D = acts.shape
+    X = acts.head_wise[rows].transpose(1, 2, 0, 3).reshape(L * H, len(rows), D)
+    return accuracy(X, acts.label[rows], w.reshape(L * H, D), b.reshape(L * H)).reshape(L, H)
+
+
+def com_directions(acts: HeadActs, rows: np.ndarray) -> np.ndarray:
+    """mean(true) − mean(false) over the given prompt rows -> [L, H, D] (the reference's 'com')."""
+    X = acts.head_wise[rows].astype(np.float64)
+    y = acts.label[rows]
+    if not (y == 1).any() or not (y == 0).any():
+        raise BadInputError("center-of-mass directions need true and false answers", "use more questions")
+    return X[y == 1].mean(0) - X[y == 0].mean(0)
+
+
+# ---- the step -----------------------------------------------------------------------------------
+def validate_options(folds: int, fold: int, val_ratio: float, split: str, backend: str) -> None:
+    if folds < 2:
+        raise BadInputError(f"--folds must be ≥ 2, got {folds}", "use 2 (the reference's 2-fold split)")
+    if not 0 <= fold < folds:
+        raise BadInputError(f"--fold must be in 0..{folds - 1}, got {fold}", "folds are numbered from 0")
+    if not (0.0 < val_ratio < 1.0):
+        raise BadInputError(f"--val-ratio must be strictly between 0 and 1, got {val_ratio}", "use 0.2")
+    if split not in SPLITS:
+        raise BadInputError(f"unknown split {split!r}", f"use one of: {', '.join(SPLITS)}")
+    if backend not in BACKENDS:
+        raise BadInputError(f"unknown backend {backend!r}", f"use one of: {', '.join(BACKENDS)}")
+
+
+def probe_params(*, folds: int, fold: int, val_ratio: float, seed: int, split: str, backend: str) -> dict:
+    return {"folds": int(folds), "fold": int(fold), "val_ratio": float(val_ratio), "seed": int(seed),
+            "split": split, "backend": backend}
+
+
+def run_probe(store, acts_art, *, folds: int = 2, fold: int = 0, val_ratio: float = 0.2, seed: int = 42,
+              split: str = "random", backend: str = "torch", out=None, device=None):
+    """Train probes on one fold of an activations artifact -> (probes Artifact, cached)."""
+    validate_options(folds, fold, val_ratio, split, backend)
+    if acts_art.kind != "activations":
+        raise BadInputError(f"{acts_art.key[:12]} is a {acts_art.kind} object, not activations",
+                            "pass an activations ref (see `itictl store ls --kind activations`)")
+    params = probe_params(folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split, backend=backend)
+
+    def build(ctx) -> None:
+        from safetensors.numpy import save_file
+
+        from itictl.probe import heatmap
+        t0 = time.time()
+        acts = read_head_acts(acts_art)
+        L, H, D = acts.shape
+        ids = split_questions(acts.question_index, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed,
+                              split=split)
+        rows = {k: np.flatnonzero(np.isin(acts.question_index, v)) for k, v in ids.items()}
+        if len(rows["train"]) == 0 or len(rows["val"]) == 0:
+            raise BadInputError("too few questions for this split (empty train or validation part)",
+                                "use more questions or a different --val-ratio")
+        if out is not None:
+            out.info(f"training {L * H} probes ({L} layers × {H} heads, D={D}) on {len(rows['train'])} prompts "
+                     f"[{backend}]")
+        t_fit = time.time()
+        w, b = train_probes(acts, rows["train"], backend=backend, seed=seed, device=device)
+        fit_s = time.time() - t_fit
+        val_acc = headaccuracy(acts, rows["val"], w, b)
+        test_acc = headaccuracy(acts, rows["test"], w, b) if len(rows["test"]) else None
+        com = com_directions(acts, np.concatenate([rows["train"], rows["val"]]))
+        save_file({"weight": w.astype(np.float32), "bias": b.astype(np.float32), "com": com.astype(np.float32)},
+                  str(ctx.out / "probes.safetensors"))
+        doc = {
+            "layout": {"L": L, "H": H, "D": D},
+            "model_key": acts.model_key,
+            "activations_key": acts_art.key,
+            "params": params,
+            "questions": ids,
+            "n_prompts": {k: int(len(v)) for k, v in rows.items()},
+            "val_acc": val_acc.round(6).tolist(),
+            "test_acc": None if test_acc is None else test_acc.round(6).tolist(),
+        }  # timings go to the manifest's meta, never the payload: payloads are reproducible
+        (ctx.out / "probes.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        heatmap.write_png(val_acc, ctx.out / "heatmap.png",
+                          title=f"probe validation accuracy (fold {fold}/{folds}, {backend})")
+        ctx.meta.update({"layout": doc["layout"], "fit_seconds": round(fit_s, 3),
+                         "best_val_acc": float(val_acc.max()), "wall_s": round(time.time() - t0, 3)})
+
+    return store.produce("probes", params, {"activations": acts_art.key}, build, step_version=PROBE_STEP_VERSION)
+
+
+@dataclass
+class Probes:
+    """A probes artifact read back: val_acc [L,H], weight [L,H,D], bias [L,H], com [L,H,D], doc."""
+
+    val_acc: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+    com: np.ndarray
+    doc: dict
+
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        lay = self.doc["layout"]
+        return int(lay["L"]), int(lay["H"]), int(lay["D"])
+
+
+def load_probes(art) -> Probes:
+    from safetensors.numpy import load_file
+
+    if art.kind != "probes":
+        raise BadInputError(f"{art.key[:12]} is a {art.kind} object, not probes", "pass a probes ref")
+    doc = art.read_json("probes.json")
+    t = load_file(str(art.file("probes.safetensors")))
+    return Probes(np.asarray(doc["val_acc"], dtype=np.float64), t["weight"], t["bias"], t["com"], doc)

@@ -1,0 +1,225 @@
+"""Baking an intervention into a plain Hugging Face model: o_proj.bias = W_o·δ_l (+ existing bias).
+
+Owns `baked(model, deltas)` (a context manager that edits a loaded model in place and restores it),
+`bake_folder(model, tokenizer, deltas, dir)` (writes the HF folder) and `run_bake` (the store step,
+kind `baked-model`), plus `intervention_of_last_eval`.
+
+Why it is exact: o_proj is linear, so o_proj(x + δ) = W_o·x + W_o·δ + b. Setting the bias to
+b + W_o·δ_l makes the unedited forward pass equal the live intervention with positions='all'.
+
+Bias mechanism per architecture (checked against transformers 5.24's modeling code):
+- GPT-2 (Conv1D c_proj), OPT (out_proj), GPT-NeoX (dense): the projection already has a bias; it
+  is updated in place, nothing else changes.
+- Llama family (llama, gemma, olmo, …): o_proj is built with `bias=config.attention_bias`, and the
+  same flag also builds q/k/v biases. There is no o_proj-only flag, so the config is saved with
+  `attention_bias: true` and the new q/k/v biases (and the o_proj biases of layers without an
+  intervention) are explicit zeros. Which parameters the flag adds is found generically by
+  instantiating the architecture on the meta device with the edited config and comparing names.
+- Architectures whose o_proj bias is hard-coded off (mistral, qwen2, qwen3 in transformers 5.24)
+  cannot be baked without custom code: UnsupportedError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from itictl.errors import BadInputError, NotFoundError, UnsupportedError
+
+BAKE_STEP_VERSION = 1
+
+
+@dataclass
+class BakeInfo:
+    """What a bake changed: layers with a shift, and parameters created as zeros."""
+
+    layers: list[int]
+    enabled_flag: str | None = None  # config flag switched on to create biases (e.g. attention_bias)
+    zero_params: list[str] = field(default_factory=list)  # parameter names created as zeros
+
+    def notes(self) -> list[str]:
+        if not self.enabled_flag:
+            return []
+        return [f"The config sets `{self.enabled_flag}: true` so transformers creates and loads the o_proj bias;"
+                f" the {len(self.zero_params) - len(self.layers)} other biases this flag also creates (q/k/v, and"
+                " o_proj of layers without an intervention) are stored as explicit zeros, so they change nothing."]
+
+
+def _layer_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:  # noqa: F821
+    """{layer: W_o·δ_l} as float32 [hidden] tensors computed on layer l's own device (model-parallel
+    models keep each layer's weights where they are; only δ_l moves)."""
+    import torch
+
+    from itictl.models.arch import o_proj_modules, out_proj_matrix
+
+    mods = o_proj_modules(model)
+    out = {}
+    for layer, d in sorted(deltas.items()):
+        layer = int(layer)
+        if not 0 <= layer < len(mods):
+            raise BadInputError(f"intervention on layer {layer} but the model has {len(mods)} layers",
+                                "use an intervention made for this model")
+        w = out_proj_matrix(mods[layer]).detach()  # [hidden, H·D] on the layer's device
+        if w.device.type == "meta":
+            raise UnsupportedError(f"layer {layer}'s weights are offloaded (not in memory); cannot bake them",
+                                   "use a --device-map that fits the model on the GPUs, or bake on the CPU")
+        d = d.detach().reshape(-1).to(w.device, torch.float32)  # [H·D]
+        if w.shape[1] != d.numel():
+            raise BadInputError(f"intervention for layer {layer} has {d.numel()} features but o_proj takes {w.shape[1]}",
+                                "use an intervention made for this model")
+        out[layer] = w.to(torch.float32) @ d  # [hidden], fp32 on the layer's device
+    return out
+
+
+def residual_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:  # noqa: F821
+    """{layer: W_o·δ_l} as float32 [hidden] tensors on the CPU (the residual-stream direction)."""
+    return {layer: s.cpu() for layer, s in _layer_shifts(model, deltas).items()}
+
+
+def _enable_biases(model) -> tuple[list[tuple], BakeInfo]:
+    """Create missing o_proj biases via a config flag transformers honours; returns undo records."""
+    import torch
+
+    cfg = model.config
+    flag = "attention_bias"
+    mt = getattr(cfg, "model_type", "?")
+    if not hasattr(cfg, flag) or getattr(cfg, flag):
+        raise UnsupportedError(f"{mt}: the attention output projection has no bias and the config has no flag"
+                               " that creates one", "bake supports llama-family, gpt2, opt and gpt_neox models;"
+                               " use `itictl export` for this model instead")
+    new_cfg = copy.deepcopy(cfg)
+    setattr(new_cfg, flag, True)
+    with torch.device("meta"):
+        ref = type(model)(new_cfg)
+    have = dict(model.named_parameters())
+    want = dict(ref.named_parameters())
+    added, removed = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if removed or not added or any(not n.endswith(".bias") for n in added):
+        raise UnsupportedError(f"{mt}: switching on {flag} changes more than biases", "use `itictl export` instead")
+    undo: list[tuple] = []
+    for name in added:
+        mod_name = name[: -len(".bias")]
+        mod = model.get_submodule(mod_name)
+        if getattr(mod, "bias", None) is not None:
+            raise UnsupportedError(f"{mt}: unexpected existing bias on {mod_name}", "use `itictl export` instead")
+        w = mod.weight
+        undo.append((mod, None))
+        mod.bias = torch.nn.Parameter(torch.zeros(want[name].shape, dtype=w.dtype, device=w.device),
+                                      requires_grad=False)
+    undo.append((cfg, flag, False))
+    setattr(cfg, flag, True)
+    return undo, BakeInfo(layers=[], enabled_flag=flag, zero_params=added)
+
+
+@contextlib.contextmanager
+def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa: F821
+    """Within the block, `model` carries the intervention in its o_proj biases; restored afterwards."""
+    import torch
+
+    from itictl.models.arch import o_proj_modules
+
+    if any(p.device.type == "meta" for p in model.parameters()):  # biases are added on every layer
+        raise UnsupportedError("some of the model's weights are offloaded (not in memory); cannot bake them",
+                               "use a --device-map that fits the model on the GPUs, or bake on the CPU")
+    shifts = _layer_shifts(model, deltas)  # each on its layer's device
+    mods = o_proj_modules(model)
+    undo: list[tuple] = []
+    info = BakeInfo(layers=sorted(shifts))
+    try:
+        with torch.no_grad():
+            if any(mods[l].bias is None for l in shifts):
+                more, info = _enable_biases(model)
+                info.layers = sorted(shifts)
+                undo.extend(more)
+            for layer, s in shifts.items():
+                mod = mods[layer]
+                old = mod.bias
+                new = old.detach().to(torch.float32) + s.to(old.device)  # [hidden], fp32 sum
+                undo.append((mod, old))
+                mod.bias = torch.nn.Parameter(new.to(old.dtype), requires_grad=False)
+        yield info
+    finally:
+        for rec in reversed(undo):
+            if len(rec) == 3:
+                setattr(rec[0], rec[1], rec[2])
+            else:
+                rec[0].bias = rec[1]
+
+
+SHARD_SIZE = "5GB"  # bake_folder: the most host memory one save step holds
+
+
+def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) -> BakeInfo:  # noqa: F821
+    """Write a plain HF folder (safetensors, config, generation config, tokenizer) with the bake.
+
+    A model dispatched across devices is saved as it is: transformers copies one shard's tensors to
+    the CPU at a time, so host memory holds at most one shard (SHARD_SIZE, 5 GB; transformers'
+    default is 50 GB); the folder has no device map."""
+    from itictl.models.quiet import hf_quiet
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with baked(model, deltas) as info, hf_quiet():  # no "Writing model shards" bar under -q
+        model.save_pretrained(folder, max_shard_size=SHARD_SIZE)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    return info
+
+
+def intervention_of_last_eval(store, out=None):
+    """The intervention artifact of the `last-eval` ref (an eval whose parents include one)."""
+    if "last-eval" not in store.refs():
+        raise NotFoundError("no REF given and there is no `last-eval` ref",
+                            "run `itictl eval` first or pass an intervention ref")
+    ev = store.open("last-eval")
+    found = [(role, store.get(k)) for role, k in sorted(ev.parents.items())
+             if store.has(k) and store.get(k).kind == "intervention"]
+    if not found:
+        raise NotFoundError(f"the last eval ({ev.key[:12]}) has no intervention among its parents",
+                            "pass an intervention ref")
+    chosen = next((a for role, a in found if role == "intervention"), found[0][1])
+    if len(found) > 1 and out is not None:
+        out.warn(f"the last eval used {len(found)} interventions (one per fold); baking {chosen.key[:12]}"
+                 " — pass a ref to choose another")
+    return chosen
+
+
+def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "cpu",
+             device_map: str | dict | None = None):
+    """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached).
+
+    device_map ('auto' | 'balanced' | 'sequential' | {module: device}) loads a model too large for
+    one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
+    map is part of the key (the baked weights agree within the dtype's rounding)."""
+    from itictl.publish.modelcard import model_of, render_card
+    from itictl.models.devices import compute_device, parse_device_map, resolve_dtype
+
+    dmap = parse_device_map(device_map)  # a bad map fails before any work
+    if intervention_art.kind != "intervention":
+        raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
+                            "pass an intervention ref (see `itictl store ls --kind intervention`)")
+    model_art = model_of(store, intervention_art)
+    dtype = resolve_dtype(dtype, compute_device(device, dmap))  # the key holds the dtype really used
+    params = {"dtype": dtype}
+    parents = {"intervention": intervention_art.key, "model": model_art.key}
+
+    def build(ctx):
+        from itictl.publish.export import deltas_of
+        from itictl.models import load_model
+
+        deltas = deltas_of(intervention_art)
+        if not deltas:
+            raise BadInputError(f"intervention {intervention_art.key[:12]} has no layers", "intervene on K >= 1 heads")
+        lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap, fresh=True)  # private copy
+        info = bake_folder(lm.model, lm.tokenizer, deltas, ctx.out / "model")
+        card = render_card(store, intervention_art, what="baked-model", notes=info.notes())
+        (ctx.out / "README.md").write_text(card, encoding="utf-8")
+        ctx.meta.update({"layers": info.layers, "enabled_flag": info.enabled_flag,
+                         "zero_params": len(info.zero_params)})
+
+    if out is not None and not store.has(store.key_for("baked-model", params, parents, step_version=BAKE_STEP_VERSION)):
+        out.info(f"baking intervention {intervention_art.key[:12]} into {model_art.key[:12]}")
+    return store.produce("baked-model", params, parents, build, step_version=BAKE_STEP_VERSION)
