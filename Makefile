@@ -7,7 +7,7 @@ SHARED ?= ../shared/data
 DEMO_STORE ?= .itictl-demo
 export ITICTL_DATA ?= $(SHARED)/truthfulqa
 
-.PHONY: install demo test test-unit docs bench clean
+.PHONY: install demo test test-unit test-integration test-fast lint docs bench clean
 
 install: $(VENV)/.installed
 
@@ -25,11 +25,19 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	ITICTL_HOME=$(DEMO_STORE) bash scripts/demo.sh
 
+# Test tiers (set from fixture use, see tests/conftest.py): unit needs neither the embedded model
+# nor ../shared; integration uses them; slow launches torchrun. `test` runs every tier.
 test: install
 	$(BIN)/python -m pytest -q
 
 test-unit: install
-	$(BIN)/python -m pytest -q -m "not integration"
+	env -u ITICTL_DATA $(BIN)/python -m pytest -q -m unit
+
+test-integration: install
+	$(BIN)/python -m pytest -q -m integration
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
@@ -39,3 +47,7 @@ bench: install
 
 clean:
 	rm -rf $(DEMO_STORE) .pytest_cache
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/lint-imports

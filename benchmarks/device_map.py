@@ -217,10 +217,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from itictl.publish.bake import bake_folder, baked
     from itictl.data import build_prompts, load_truthfulqa
-    from itictl.models import ensure_model, parse_device_map
     from itictl.intervene.steering import intervened
+    from itictl.models import ensure_model, parse_device_map
+    from itictl.publish.bake import bake_folder, baked
     from itictl.store import Store
 
     args.device = "cuda:0" if args.device == "cuda" else args.device

@@ -34,9 +34,10 @@ def _questions(data: Path, n: int):
 
 def _embedded_tokenizer_and_model(device: str, dtype):
     try:
+        import tempfile
+
         from itictl.models import ensure_model, load_model
         from itictl.store import Store
-        import tempfile
 
         store = Store(Path(tempfile.gettempdir()) / "itictl-bench-store")
         store.ensure()

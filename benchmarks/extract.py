@@ -173,7 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default="embedded", choices=["embedded", "llama2-7b-random"])
     p.add_argument("--layers", type=int, default=None, help="llama2-7b-random: fewer layers (smoke tests)")
     p.add_argument("--dataset", default="tqa_mc2")
-    p.add_argument("--data", default=None, help="TruthfulQA folder (default: $ITICTL_DATA, else ../shared/data/truthfulqa, else the Hub)")
+    p.add_argument("--data", default=None, help="TruthfulQA folder (default: $ITICTL_DATA, else ../shared/data/truthfulqa, "
+                   "else the Hub)")
     p.add_argument("--store", default=None, help="store for the embedded model (default $ITICTL_TEST_STORE or a temp dir)")
     p.add_argument("--limit", type=int, default=None, help="first N prompts (default: all)")
     p.add_argument("--ref-limit", type=int, default=None,
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
         "batch_tokens": batch_tokens, "share": not args.no_share,
         "reference_s": round(t_ref, 3), "reference_ms_per_prompt": round(1000 * t_ref / len(items), 3),
         "reference_measured_prompts": n_ref,
-        "itictl_s": round(t_itictl, 3), "itictl_runs_s": [round(x, 3) for x in runs], "itictl_prompts_per_s": round(len(items) / t_itictl, 1),
+        "itictl_s": round(t_itictl, 3), "itictl_runs_s": [round(x, 3) for x in runs],
+        "itictl_prompts_per_s": round(len(items) / t_itictl, 1),
         "ratio": round(t_ref / t_itictl, 2),
         "tokens_computed": tokens["real"], "tokens_padded": tokens["padded"], "tokens_unshared": tokens["unshared"],
         "max_abs_diff_head_wise": err_head, "max_abs_head_wise": scale, "max_abs_diff_layer_wise": err_layer,

@@ -126,6 +126,7 @@ def main() -> int:
 
     if "mc" not in skip:
         import eval as be  # benchmarks/eval.py
+
         from itictl.evaluate.mc import groups_for, mc_items, score_groups
 
         data = Path(a.data) if a.data else ROOT.parent / "shared" / "data" / "truthfulqa"

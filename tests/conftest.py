@@ -1,8 +1,18 @@
-"""Shared fixtures.
+"""Shared fixtures, and the test tiers.
 
-Tiers: unit tests use tiny random models built in the test (fast); tests marked `integration`
-use the embedded SmolLM2-135M-Instruct and small TruthfulQA subsets read from ../shared/data.
-The embedded model is dequantised once per session into a session store (about 25 s).
+Every test gets exactly one tier marker, set here from the fixtures it uses (never by hand):
+  slow         launches a multi-process torchrun run: uses the `torchrun` fixture.
+  integration  needs the embedded SmolLM2-135M-Instruct model or the shared data (../shared/data,
+               or $ITICTL_TEST_SHARED_DATA): uses `embedded`, `session_store`, `tqa_dir` or
+               `wikitext_path`, directly or through another fixture.
+  unit         everything else: tiny random models built in the test, synthetic data, local
+               HTTP fakes. Runs on a machine without ../shared (`make test-unit`).
+So a test that reads TruthfulQA or wikitext must get the path from `tqa_dir` / `wikitext_path`
+(not from a path of its own), and one that runs the embedded model from `embedded` /
+`session_store`; otherwise it would land in the unit tier. Selection: `make test` (every tier),
+`make test-unit` (-m unit), `make test-integration` (-m integration), `make test-fast` (-m "not
+slow"). The embedded model is dequantised once per session into the session store (about 25 s;
+ITICTL_TEST_STORE reuses one store across runs).
 """
 
 from __future__ import annotations
@@ -13,6 +23,34 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+INTEGRATION_FIXTURES = frozenset({"embedded", "session_store", "tqa_dir", "wikitext_path"})
+SLOW_FIXTURES = frozenset({"torchrun"})
+
+
+def tier(fixturenames) -> str:
+    """The one tier of a test from its fixture closure (item.fixturenames: direct and indirect)."""
+    names = set(fixturenames)
+    if names & SLOW_FIXTURES:
+        return "slow"
+    if names & INTEGRATION_FIXTURES:
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(getattr(pytest.mark, tier(getattr(item, "fixturenames", ()))))
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_hooks():
+    """itictl.hooks callbacks a test registers (pauses, injected failures) end with the test."""
+    yield
+    from itictl import hooks
+
+    hooks.clear()
 
 
 def shared_data_dir() -> Path:
@@ -63,6 +101,16 @@ def embedded(session_store):
 
     art = ensure_model(session_store, None)
     return load_model(session_store, art, dtype="float32", device="cpu")
+
+
+@pytest.fixture
+def torchrun():
+    """Run a real 2-process torchrun (gloo, CPU): torchrun(args, runner=False, env=None, timeout=240)
+    -> CompletedProcess. runner=True runs tests/distributed_runner.py (failure injection) instead
+    of `python -m itictl`. Using this fixture puts a test in the `slow` tier."""
+    from tests.helpers import run_torchrun
+
+    return run_torchrun
 
 
 @pytest.fixture

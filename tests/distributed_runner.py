@@ -6,7 +6,8 @@ Environment (all optional):
   DIST_TEST_CHUNK       prompts per resumable extract chunk (itictl.extract.CHUNK_PROMPTS)
   DIST_TEST_FAIL_RANK   the rank that misbehaves
   DIST_TEST_FAIL_MODE   raise: RuntimeError after its first chunk is saved; kill: SIGKILL itself
-                        there; args: append DIST_TEST_EXTRA_ARGS to its command line
+                        there (both from an `extract.chunk_saved` hook, itictl.hooks); args:
+                        append DIST_TEST_EXTRA_ARGS to its command line
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ def main() -> None:
         if mode == "args":
             argv = argv + os.environ.get("DIST_TEST_EXTRA_ARGS", "").split()
         else:
-            orig = X.save_chunk
+            from itictl import hooks
 
-            def save_chunk(*a, **kw):
-                path = orig(*a, **kw)
+            def after_first_chunk(path, **_) -> None:
                 if mode == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError("injected failure after the first chunk")
 
-            X.save_chunk = save_chunk
+            hooks.register("extract.chunk_saved", after_first_chunk)
     from itictl.cli.app import main as itictl_main
 
     itictl_main(argv)

@@ -1,4 +1,4 @@
-"""Test helpers: run the CLI in-process or as a subprocess, build tiny random models."""
+"""Test helpers: run the CLI in-process, as a subprocess or under torchrun, build tiny random models."""
 
 from __future__ import annotations
 
@@ -43,6 +43,22 @@ def run_cli_subprocess(*args: str, env: dict | None = None, timeout: float = 600
     p = subprocess.run([sys.executable, "-m", "itictl", *args], capture_output=True, text=True,
                        env=full_env, timeout=timeout, cwd=ROOT)
     return CliResult(p.returncode, p.stdout, p.stderr)
+
+
+TORCHRUN_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+                "PYTHONPATH": str(ROOT), "ITICTL_HUB_TIMEOUT": "2"}
+
+
+def run_torchrun(args: list[str], *, runner: bool = False, env: dict[str, str] | None = None,
+                 timeout: float = 240) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2` of `itictl ARGS` (or of tests/distributed_runner.py
+    ARGS when runner=True). Tests reach this through the `torchrun` fixture (the `slow` tier)."""
+    target = [str(ROOT / "tests" / "distributed_runner.py")] if runner else ["-m", "itictl"]
+    full_env = {k: v for k, v in os.environ.items() if k not in ("ITICTL_TEST_STORE", "ITICTL_DEBUG")}
+    full_env.update(TORCHRUN_ENV, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           *target, *args], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout,
+                          check=False)
 
 
 def tiny_llama(seed: int = 0, layers: int = 2, heads: int = 4, kv_heads: int = 2, head_dim: int = 8,

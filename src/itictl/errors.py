@@ -9,7 +9,7 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1  # a bug: unexpected exception
-EXIT_USAGE = 2  # bad options or arguments, or a command that is not built yet
+EXIT_USAGE = 2  # bad options or arguments
 EXIT_NOT_FOUND = 3  # unknown model alias, ref, data file, artifact
 EXIT_BAD_INPUT = 4  # malformed data file, invalid values (NaN alpha, K out of range, ...)
 EXIT_STORE = 5  # corrupt object, store not writable, disk full, lock problems
@@ -21,7 +21,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_INTERNAL: "internal error (a bug; rerun with ITICTL_DEBUG=1 and report the traceback)",
-    EXIT_USAGE: "usage error: bad option or argument, or a command that is not built yet",
+    EXIT_USAGE: "usage error: bad option or argument",
     EXIT_NOT_FOUND: "not found: unknown model alias, ref, artifact or data file",
     EXIT_BAD_INPUT: "bad input: malformed data file or invalid parameter value",
     EXIT_STORE: "store error: corrupt object, read-only or full store, lock failure",
@@ -51,10 +51,6 @@ class ItictlError(Exception):
 
 class UsageError(ItictlError):
     exit_code = EXIT_USAGE
-
-
-class NotBuiltError(UsageError):
-    """A command that exists in the CLI but is not implemented yet."""
 
 
 class NotFoundError(ItictlError):

@@ -74,8 +74,7 @@ class Output:
         if self.quiet:
             yield lambda n=1: None
             return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         class _Rate(TextColumn):
             def render(self, task):  # type: ignore[override]

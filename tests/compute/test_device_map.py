@@ -190,8 +190,8 @@ def test_steering_on_dispatched_model_equals_undispatched():
 def test_bake_on_dispatched_model_equals_undispatched(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from itictl.publish.bake import baked, bake_folder, residual_shifts
     from itictl.intervene.steering import intervened
+    from itictl.publish.bake import bake_folder, baked, residual_shifts
 
     plain, split = dispatched(seed=7)
     deltas = random_deltas(plain, [1, 2], seed=3, scale=2.5)
@@ -257,7 +257,6 @@ def test_hooks_place_deltas_on_the_o_proj_device_and_dtype():
     assert torch.equal(got["x"], want["x"] + deltas[2].to(torch.bfloat16))
 
 
-@pytest.mark.integration
 def test_embedded_model_with_device_map_equals_plain(session_store, embedded):
     """The embedded model's cached hf/ folder loads through accelerate's map like any folder."""
     lm = load_model(session_store, embedded.art, dtype="float32", device_map="auto")

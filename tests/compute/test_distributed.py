@@ -6,7 +6,6 @@ failing rank and a SIGKILLed rank (non-zero exit, nothing half-written, a rerun 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,6 @@ from itictl.errors import BadInputError, UsageError
 from tests.helpers import ROOT, run_cli
 
 LIMIT = "40"
-TORCHRUN_ENV = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                "PYTHONPATH": str(ROOT), "ITICTL_HUB_TIMEOUT": "2"}
 
 
 # ---- pure units ---------------------------------------------------------------------------------
@@ -131,7 +128,7 @@ def test_device_map_choices_and_not_with_torchrun(cli, tmp_path):
         D.check_device_map("auto", D.DistContext(0, 2, 0))
 
 
-# ---- real torchrun runs (gloo, 2 processes) -----------------------------------------------------
+# ---- real torchrun runs (gloo, 2 processes; the `torchrun` fixture makes them the slow tier) -----
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
@@ -143,15 +140,6 @@ def tiny_dir(tmp_path_factory) -> Path:
 def _extract_args(store: Path, tiny: Path, tqa_dir: Path) -> list[str]:
     return ["--store", str(store), "extract", "-m", str(tiny), "--data", str(tqa_dir), "--limit", LIMIT,
             "--batch-tokens", "128", "--json", "-q"]
-
-
-def torchrun(args: list[str], *, runner: bool = False, env: dict[str, str] | None = None,
-             timeout: float = 240) -> subprocess.CompletedProcess:
-    target = [str(ROOT / "tests" / "distributed_runner.py")] if runner else ["-m", "itictl"]
-    full_env = {k: v for k, v in os.environ.items() if k not in ("ITICTL_TEST_STORE", "ITICTL_DEBUG")}
-    full_env.update(TORCHRUN_ENV, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           *target, *args], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=timeout)
 
 
 def manifest(store: Path, key: str) -> dict:
@@ -178,7 +166,7 @@ def single(tmp_path_factory, tiny_dir, tqa_dir):
     return store, doc["key"], manifest(store, doc["key"])["files"]
 
 
-def test_torchrun_extract_matches_single_process_and_reruns_cached(tmp_path, tiny_dir, tqa_dir, single):
+def test_torchrun_extract_matches_single_process_and_reruns_cached(torchrun, tmp_path, tiny_dir, tqa_dir, single):
     s_store, s_key, s_files = single
     store = tmp_path / "dp"
     p = torchrun(_extract_args(store, tiny_dir, tqa_dir))
@@ -201,7 +189,7 @@ def test_torchrun_extract_matches_single_process_and_reruns_cached(tmp_path, tin
     assert len(lines) == 1 and json.loads(lines[0])["cached"] is True and json.loads(lines[0])["key"] == s_key
 
 
-def test_ranks_that_disagree_on_the_key_fail_cleanly(tmp_path, tiny_dir, tqa_dir):
+def test_ranks_that_disagree_on_the_key_fail_cleanly(torchrun, tmp_path, tiny_dir, tqa_dir):
     store = tmp_path / "dp"
     p = torchrun(_extract_args(store, tiny_dir, tqa_dir), runner=True,
                  env={"DIST_TEST_FAIL_RANK": "1", "DIST_TEST_FAIL_MODE": "args", "DIST_TEST_EXTRA_ARGS": "--limit 12"})
@@ -214,7 +202,8 @@ def test_ranks_that_disagree_on_the_key_fail_cleanly(tmp_path, tiny_dir, tqa_dir
     verify_clean(store)
 
 
-def test_failing_rank_fails_the_run_and_a_rerun_resumes_to_the_same_payload(tmp_path, tiny_dir, tqa_dir, single):
+def test_failing_rank_fails_the_run_and_a_rerun_resumes_to_the_same_payload(torchrun, tmp_path, tiny_dir, tqa_dir,
+                                                                             single):
     _, s_key, s_files = single
     store = tmp_path / "dp"
     p = torchrun(_extract_args(store, tiny_dir, tqa_dir), runner=True,
@@ -238,8 +227,7 @@ def test_failing_rank_fails_the_run_and_a_rerun_resumes_to_the_same_payload(tmp_
     verify_clean(store)
 
 
-@pytest.mark.slow
-def test_sigkilled_rank_makes_torchrun_fail_without_a_half_written_object(tmp_path, tiny_dir, tqa_dir):
+def test_sigkilled_rank_makes_torchrun_fail_without_a_half_written_object(torchrun, tmp_path, tiny_dir, tqa_dir):
     store = tmp_path / "dp"
     p = torchrun(_extract_args(store, tiny_dir, tqa_dir), runner=True,
                  env={"DIST_TEST_CHUNK": "4", "DIST_TEST_FAIL_RANK": "1", "DIST_TEST_FAIL_MODE": "kill"})
@@ -248,8 +236,7 @@ def test_sigkilled_rank_makes_torchrun_fail_without_a_half_written_object(tmp_pa
     verify_clean(store)
 
 
-@pytest.mark.slow
-def test_torchrun_eval_chain_matches_single_process(tmp_path, tiny_dir, tqa_dir, wikitext_path):
+def test_torchrun_eval_chain_matches_single_process(torchrun, tmp_path, tiny_dir, tqa_dir, wikitext_path):
     """`torchrun … eval` (DP extract, probes/interventions under key locks, generation and CE/KL
     shared by rank) gives every object the single-process run gives, with identical payloads."""
     text = tmp_path / "text.txt"

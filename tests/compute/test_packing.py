@@ -54,7 +54,7 @@ def test_mask_positions_and_layout_match_first_principles():
         for (u, k), (b, c) in pb.where.items():  # tokens and positions of every segment
             seg = units[u].segs[k]
             assert pb.input_ids[b, c:c + len(seg)].tolist() == seg
-            start, par = len(prefix), units[u].parents[k]
+            start = len(prefix)
             chain_len, kk = 0, k
             while units[u].parents[kk] >= 0:
                 kk = units[u].parents[kk]

@@ -13,8 +13,6 @@ import pytest
 
 from tests.helpers import run_cli
 
-pytestmark = pytest.mark.integration
-
 IV = ["--heads", "4", "--alpha", "0,15"]
 
 
@@ -88,7 +86,7 @@ def judge_dir(embedded, tmp_path_factory):
 def test_eval_with_local_hf_judges(embedded, session_store, tqa_dir, judge_dir):
     import torch
 
-    from itictl.evaluate.judges import parse_judge
+    from itictl.judge import parse_judge
 
     d = _ok(run_cli(*_args(session_store, tqa_dir, "--limit-questions", "4", *IV, "--metrics", "judge,info",
                            "--judge", f"hf:{judge_dir}", "--info-judge", f"hf:{judge_dir}")))

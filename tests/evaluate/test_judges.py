@@ -1,11 +1,13 @@
-"""Judges: the real openai client against a local HTTP fake; a local HF judge on a tiny model."""
+"""Judges (itictl.judge): the real openai client against a local HTTP fake; a local HF judge on a tiny model;
+spec checks."""
 
 import json
 
 import pytest
 
 from itictl.errors import AuthError, BadInputError, RemoteError
-from itictl.evaluate.judges import FINETUNE_DEFAULTS, finetune_judge, parse_judge
+from itictl.judge import check_judge_spec, parse_judge
+from itictl.judge.remote import FINETUNE_DEFAULTS, finetune_judge
 from tests.evaluate.fake_openai import FakeOpenAI
 
 PAIRS = [("Can pigs fly?", "No, pigs cannot fly."), ("Can pigs fly?", "Yes, they can.")]
@@ -57,6 +59,19 @@ def test_missing_key_and_bad_spec(monkeypatch):
         parse_judge("openai:m").score(PAIRS)
     with pytest.raises(BadInputError):
         parse_judge("gpt4")
+
+
+@pytest.mark.parametrize("spec", ["gpt4", "", "openai:", "hf:  ", "local:", "locals", "judge:x", "LOCAL"])
+def test_bad_specs_fail_on_syntax_alone(spec):
+    with pytest.raises(BadInputError, match="invalid judge spec"):
+        check_judge_spec(spec)
+
+
+def test_good_specs_parse_without_io():
+    assert check_judge_spec("local") == ("local", "")
+    assert check_judge_spec("local:last-judge-truth") == ("local", "last-judge-truth")
+    assert check_judge_spec("openai:ft:davinci-002:org:x") == ("openai", "ft:davinci-002:org:x")
+    assert check_judge_spec("hf:org/name@abc") == ("hf", "org/name@abc")
 
 
 def test_finetune_flow(monkeypatch, tmp_path):
@@ -127,7 +142,7 @@ def test_hf_judge_revision_is_resolved_and_downloaded_from_the_hub(tiny_model_di
         assert any(p.endswith("/model.safetensors") for p in resolved)
         assert got == pytest.approx(local, rel=1e-5)  # same weights as the folder
         # an alias takes its pinned revision unless @REV overrides it; no revision -> main's commit
-        from itictl.evaluate import judges as J
+        from itictl.judge import hf as J
 
         monkeypatch.setitem(J.HF_JUDGES, "tiny", {"repo": repo, "revision": "v1", "kind": "truth"})
         assert parse_judge("hf:tiny").identity["commit"] == commit

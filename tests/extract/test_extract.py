@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from itictl.extract.engine import (Tokenized, count_tokens, extract_items, plan_batches,
-                                      tokenize_prompts)
+from itictl.extract.engine import Tokenized, count_tokens, extract_items, plan_batches, tokenize_prompts
 from tests.helpers import tiny_llama
 
 
@@ -113,8 +112,8 @@ def test_eager_attention_packed_equals_single():
 def test_models_without_tree_masks_get_plain_budgeted_batches(monkeypatch):
     """An attention implementation that cannot take a 4D mask (flash-attention-2, say) is planned
     without packing: every forward stays within its padded-token budget, results are unchanged."""
-    import itictl.extract.engine as engine
     import itictl.compute.packing as packing
+    import itictl.extract.engine as engine
 
     model = tiny_llama(layers=2)
     items = _items(seed=5, questions=6)
@@ -236,25 +235,25 @@ def test_float16_storage(tmp_path):
 
 def test_killed_run_resumes_from_last_complete_chunk(tmp_path, monkeypatch):
     import itictl.extract.chunks as ex
+    from itictl import hooks
     from itictl.extract import open_activations_file
 
     prompts = _prompts(n_q=10, seed=3)
     ref_h5, _ = _run(tmp_path, "ref", prompts)
     monkeypatch.setattr(ex, "CHUNK_PROMPTS", 4)
-    real_save = ex.save_chunk
-    calls = []
+    saved = []
 
-    def dying_save(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # killed while the second chunk is being written
-        return real_save(*a, **k)
+    def killed_after_first_chunk(path, **_):
+        saved.append(path)
+        raise KeyboardInterrupt  # Ctrl-C right after the first chunk was committed
 
-    monkeypatch.setattr(ex, "save_chunk", dying_save)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path, "b", prompts, batch_tokens=16)
-    assert len(list((tmp_path / "b.work").glob("chunk_*"))) == 1
-    monkeypatch.setattr(ex, "save_chunk", real_save)
+    remove = hooks.register("extract.chunk_saved", killed_after_first_chunk)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run(tmp_path, "b", prompts, batch_tokens=16)
+    finally:
+        remove()
+    assert list((tmp_path / "b.work").glob("chunk_*")) == saved and len(saved) == 1
     h5, meta = _run(tmp_path, "b", prompts, batch_tokens=64)  # another batch size may resume too
     assert meta["resumed_prompts"] >= 4 and meta["resumed_prompts"] + meta["computed_prompts"] == len(prompts)
     with open_activations_file(h5) as a, open_activations_file(ref_h5) as r:
@@ -270,7 +269,6 @@ def _tqa_prompts(tqa_dir, fmt="tqa_mc2", n=24):
     return build_prompts(load_truthfulqa(tqa_dir), fmt)[:n]
 
 
-@pytest.mark.integration
 def test_chunk_folders_are_whole_or_absent(tmp_path):
     """A chunk is written block by block as one .npy per array and renamed into place: the parts
     read back as their concatenation; a truncated array, a half-written partial_N folder and a
@@ -317,7 +315,6 @@ def test_embedded_batched_shared_equal_single(embedded, tqa_dir):
         np.testing.assert_allclose(out["layer_wise"], single["layer_wise"], atol=2e-3, rtol=1e-3)
 
 
-@pytest.mark.integration
 def test_run_extract_limit_rows_cache_and_reuse(session_store, embedded, tqa_dir, monkeypatch):
     import time
 
@@ -346,7 +343,6 @@ def test_run_extract_limit_rows_cache_and_reuse(session_store, embedded, tqa_dir
     assert cached and again.key == small.key and time.time() - t < 2.0
 
 
-@pytest.mark.integration
 def test_cli_extract_json_and_errors(cli, tqa_dir, session_store, monkeypatch):
     import os
 

@@ -78,12 +78,36 @@ def test_probe_and_random_directions(chain):
     w = p.weight[l, h] / np.linalg.norm(p.weight[l, h])
     got = load_deltas(a_probe)[l][h * D:(h + 1) * D].numpy()
     assert np.allclose(got / np.linalg.norm(got), w, atol=1e-5)
-    r1, _ = run_intervene(store, probes_art, tuning, heads=2, alpha=1.0, direction="random", seed=1)
-    r1b, cached = run_intervene(store, probes_art, tuning, heads=2, alpha=1.0, direction="random", seed=1)
-    r2, _ = run_intervene(store, probes_art, tuning, heads=2, alpha=1.0, direction="random", seed=2)
-    assert cached and r1b.key == r1.key
-    d1, d2 = load_deltas(r1), load_deltas(r2)
-    assert not np.allclose(d1[l].numpy(), d2[l].numpy())
+
+
+def test_random_means_random_heads_and_directions(chain):
+    # the reference's use_random_dir: K heads from a permutation of all L·H, Gaussian directions
+    from itictl.intervene.build import load_deltas, read_intervention, run_intervene, top_heads
+    from itictl.probe.step import load_probes
+
+    store, _, probes_art, tuning = chain
+    p = load_probes(probes_art)
+    k = 4
+    probe_heads = set(top_heads(p.val_acc, k))
+    docs, deltas = {}, {}
+    for seed in (1, 2, 3):
+        art, _ = run_intervene(store, probes_art, tuning, heads=k, alpha=1.0, direction="random", seed=seed)
+        docs[seed], deltas[seed] = read_intervention(art), load_deltas(art)
+        heads = [tuple(x) for x in docs[seed]["heads"]]
+        assert len(set(heads)) == k and all(0 <= l < L and 0 <= h < H for l, h in heads)
+        assert set(heads) != probe_heads  # not the probe ranking
+        rng = np.random.default_rng(seed)  # the documented protocol: permutation, then directions
+        assert heads == [(int(i // H), int(i % H)) for i in rng.permutation(L * H)[:k]]
+        theta = rng.standard_normal((k, D))
+        theta /= np.linalg.norm(theta, axis=1, keepdims=True)
+        for i, ((l, h), sigma) in enumerate(zip(heads, docs[seed]["sigma"])):
+            got = deltas[seed][l][h * D:(h + 1) * D].double().numpy()
+            assert np.allclose(got, sigma * theta[i], atol=1e-6)
+    assert len({tuple(map(tuple, d["heads"])) for d in docs.values()}) == 3  # the seed moves the heads
+    again, cached = run_intervene(store, probes_art, tuning, heads=k, alpha=1.0, direction="random", seed=1)
+    assert cached and read_intervention(again)["heads"] == docs[1]["heads"]
+    again_deltas = load_deltas(again)
+    assert all(np.array_equal(again_deltas[l].numpy(), v.numpy()) for l, v in deltas[1].items())
 
 
 @pytest.mark.parametrize("kw", [dict(heads=0), dict(heads=-3), dict(heads=L * H + 1), dict(alpha=float("nan")),
@@ -133,3 +157,29 @@ def test_cli_bad_input_is_one_line_exit_4(cli, args, tmp_path):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert not (tmp_path / "cli-store" / "objects").exists() or not any((tmp_path / "cli-store" / "objects").iterdir())
+
+
+def test_check_deltas_fit_is_the_one_fit_check():
+    """One check (layers in range, H·D features) behind steering, bake and import; GPT-2's Conv1D
+    o_proj (no in_features) is checked too."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from itictl.intervene.build import check_deltas_fit
+    from itictl.intervene.steering import intervened
+    from itictl.publish.bake import residual_shifts
+
+    check_deltas_fit({0: torch.zeros(8), 2: np.zeros(8)}, 3, 8)
+    check_deltas_fit({0: torch.zeros(7)}, 3, None)  # width unknown: layers only
+    with pytest.raises(BadInputError, match="layer 3 but model x has 3 layers"):
+        check_deltas_fit({3: torch.zeros(8)}, 3, 8, model_label="model x")
+    with pytest.raises(BadInputError, match="7 features but the model's o_proj takes 8"):
+        check_deltas_fit({1: np.zeros(7)}, 3, 8)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=32, n_positions=16)).eval()
+    for bad, text in (({0: torch.zeros(15)}, "15 features but the model's o_proj takes 16"),
+                      ({2: torch.zeros(16)}, "layer 2 but the model has 2 layers")):
+        with pytest.raises(BadInputError, match=text):
+            with intervened(gpt2, bad):
+                pass
+        with pytest.raises(BadInputError, match=text):
+            residual_shifts(gpt2, bad)

@@ -188,3 +188,16 @@ def test_hooks_removed_and_bad_deltas_rejected(model):
     with pytest.raises(BadInputError):
         with intervened(model, {0: torch.zeros(H * D)}, "prompt"):
             pass
+
+
+def test_steered_generate_engine_equals_model_generate(model):
+    from itictl.intervene.steering import steered_generate
+    from tests.models.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    m = tiny_llama(seed=0, layers=2, heads=H, head_dim=D)  # vocab 128 = the tiny tokenizer's
+    texts = ["w5 w6 w7 w8 w9 w10 w11", "w5 w6 w7 w40", "w5 w6 w7 w8 w9 w60 w61 w62 w63"]
+    for deltas in (None, make_deltas(scale=4.0)):
+        fast = steered_generate(m, tok, texts, deltas, max_new_tokens=8)
+        assert fast == steered_generate(m, tok, texts, deltas, max_new_tokens=8, fast=False)
+    assert fast != steered_generate(m, tok, texts, None, max_new_tokens=8)

@@ -10,8 +10,6 @@ import torch
 
 from itictl.models import ensure_model, load_model
 
-pytestmark = pytest.mark.integration
-
 PROMPTS = [
     "Q: What happens if you crack your knuckles a lot?\nA:",
     "The capital of France is",

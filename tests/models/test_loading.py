@@ -115,19 +115,28 @@ def test_device_kind_is_torch_free_and_honours_hidden_gpus(monkeypatch):
     from itictl.errors import BadInputError
     from itictl.models.loading import device_kind
 
-    import itictl.models.devices as L
-
     assert device_kind("cpu") == "cpu" and device_kind("cuda") == device_kind("CUDA:3") == "cuda"
-    monkeypatch.setattr(L, "_torch_cuda_build", lambda: True)  # as on a GPU box given only GPU 3
-    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: ["nvidia3"])
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    assert device_kind("auto") == "cuda"
-    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: [])
-    assert device_kind("auto") == "cpu"
-    monkeypatch.setattr(L, "_nvidia_device_nodes", lambda: ["nvidia3"])
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert device_kind("auto") == "cpu"  # GPUs hidden: auto means the CPU, so float32 keys
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
-    assert device_kind(None) == "cpu"
+    gpu_box = dict(cuda_build=True, gpu_nodes=["nvidia3"])  # a CUDA torch on a box given only GPU 3
+    assert device_kind("auto", **gpu_box, environ={}) == "cuda"
+    assert device_kind("auto", cuda_build=True, gpu_nodes=[], environ={}) == "cpu"
+    assert device_kind("auto", cuda_build=False, gpu_nodes=["nvidia0"], environ={}) == "cpu"
+    assert device_kind("auto", **gpu_box, environ={"CUDA_VISIBLE_DEVICES": ""}) == "cpu"  # GPUs hidden: float32 keys
+    assert device_kind(None, **gpu_box, environ={"CUDA_VISIBLE_DEVICES": "-1"}) == "cpu"
+    assert device_kind("auto", **gpu_box, environ={"CUDA_VISIBLE_DEVICES": "3"}) == "cuda"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # without `environ`, the process environment counts
+    assert device_kind("auto", **gpu_box) == "cpu"
     with pytest.raises(BadInputError, match="unknown device"):
         device_kind("tpu")
+
+
+def test_device_kind_machine_facts(tmp_path):
+    """The defaults device_kind reads: device nodes (only nvidiaN count) and the torch build."""
+    import torch
+
+    from itictl.models.devices import nvidia_device_nodes, torch_cuda_build
+
+    for name in ("nvidia3", "nvidia10", "nvidiactl", "nvidia-uvm", "nvidia-caps", "null"):
+        (tmp_path / name).touch()
+    assert nvidia_device_nodes(tmp_path) == ["nvidia10", "nvidia3"]
+    assert nvidia_device_nodes(tmp_path / "empty") == []
+    assert torch_cuda_build() == (torch.version.cuda is not None)

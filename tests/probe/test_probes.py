@@ -136,7 +136,7 @@ def test_torch_and_sklearn_backends_agree_on_accuracy(store):
     assert a_t.key != a_s.key
     t, s = load_probes(a_t), load_probes(a_s)
     assert t.doc["questions"] == s.doc["questions"]
-    assert np.abs(t.val_acc - s.val_acc).mean() < 0.01
+    assert np.abs(t.val_acc - s.val_acc).mean() <= 0.002  # ≤ 0.2 points: the same optimum
 
 
 @pytest.mark.parametrize("kw", [dict(folds=1), dict(fold=2), dict(fold=-1), dict(val_ratio=0.0), dict(val_ratio=1.0),
@@ -190,7 +190,6 @@ def collect_mc2_acts(loaded, tqa_dir, n_questions: int):
     return np.stack(rows), np.array(labels), np.array(qidx)
 
 
-@pytest.mark.integration
 def test_batched_probes_match_sklearn_on_embedded_model(embedded, tqa_dir):
     from itictl.probe.step import HeadActs, head_accuracy, split_questions, train_probes
 
@@ -202,5 +201,5 @@ def test_batched_probes_match_sklearn_on_embedded_model(embedded, tqa_dir):
     w_t, b_t = train_probes(acts, tr, backend="torch", seed=42)
     w_s, b_s = train_probes(acts, tr, backend="sklearn", seed=42)
     acc_t, acc_s = head_accuracy(acts, va, w_t, b_t), head_accuracy(acts, va, w_s, b_s)
-    assert np.abs(acc_t - acc_s).mean() < 0.01, np.abs(acc_t - acc_s).mean()
+    assert np.abs(acc_t - acc_s).mean() <= 0.002, np.abs(acc_t - acc_s).mean()  # ≤ 0.2 points
     assert acc_t.max() > 0.6  # some head carries signal

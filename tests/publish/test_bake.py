@@ -60,8 +60,8 @@ IDS = torch.tensor([[3, 17, 9, 44, 5, 81, 12, 7], [1, 2, 3, 4, 5, 6, 7, 8]])
 def test_baked_equals_live_intervention(tmp_path, make, layers):
     from transformers import AutoModelForCausalLM
 
-    from itictl.publish.bake import bake_folder
     from itictl.intervene.steering import intervened
+    from itictl.publish.bake import bake_folder
 
     model = make()
     deltas = random_deltas(model, layers)
@@ -84,8 +84,8 @@ def test_baked_equals_live_intervention(tmp_path, make, layers):
 def test_llama_bake_uses_attention_bias_with_zero_qkv(tmp_path):
     from safetensors.torch import load_file
 
-    from itictl.publish.bake import bake_folder
     from itictl.models.arch import out_proj_matrix
+    from itictl.publish.bake import bake_folder
 
     model = tiny_llama(layers=3)
     deltas = random_deltas(model, [1])
@@ -125,8 +125,8 @@ def test_gpt2_bake_adds_to_existing_bias(tmp_path):
 def test_bake_unsupported_arch_and_wrong_width(tmp_path):
     from transformers import MistralConfig, MistralForCausalLM
 
-    from itictl.publish.bake import bake_folder
     from itictl.errors import BadInputError, UnsupportedError
+    from itictl.publish.bake import bake_folder
 
     m = MistralForCausalLM(MistralConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                                          num_hidden_layers=2, intermediate_size=64, vocab_size=128)).eval()
@@ -182,12 +182,11 @@ def embedded_deltas(lm, heads, seed=3, scale=4.0):
     return out
 
 
-@pytest.mark.integration
 def test_embedded_bake_equals_live_and_reloads_in_fresh_process(session_store, embedded, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from itictl.publish.bake import run_bake
     from itictl.intervene.steering import intervened
+    from itictl.publish.bake import run_bake
 
     heads = [[3, 1], [3, 5], [10, 2], [20, 7]]
     deltas = embedded_deltas(embedded, heads)
@@ -216,16 +215,20 @@ def test_embedded_bake_equals_live_and_reloads_in_fresh_process(session_store, e
     assert diff < ATOL, diff
     assert (baked - base).abs()[mask].max().item() > 1e-2
 
-    script = ("import sys, torch\n"
+    # a fresh process with plain transformers (no itictl) generates what the live intervention does
+    script = ("import json, sys, torch\n"
               "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
               "p = sys.argv[1]\n"
               "m = AutoModelForCausalLM.from_pretrained(p); t = AutoTokenizer.from_pretrained(p)\n"
               "ids = t('Q: Are bats blind? A:', return_tensors='pt')\n"
-              "out = m.generate(**ids, max_new_tokens=5, do_sample=False)\n"
-              "print(repr(t.decode(out[0, ids['input_ids'].shape[1]:])))\n")
+              "out = m.generate(**ids, max_new_tokens=8, do_sample=False)\n"
+              "print(json.dumps(out[0, ids['input_ids'].shape[1]:].tolist()))\n")
     p = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert len(p.stdout.strip()) > 2
+    prompt = tok("Q: Are bats blind? A:", return_tensors="pt")
+    with torch.no_grad(), intervened(model, deltas, positions="all"):
+        live_gen = model.generate(**prompt, max_new_tokens=8, do_sample=False)[0, prompt["input_ids"].shape[1]:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == live_gen.tolist()
 
 
 def tiny_tokenizer():
@@ -244,8 +247,8 @@ def test_cli_bake_default_last_eval_then_push_dry_run(cli, tmp_path):
     """`itictl bake && itictl push --repo … --dry-run` after an eval, with no other arguments."""
     from transformers import AutoModelForCausalLM
 
-    from itictl.models import ensure_model
     from itictl.intervene.steering import intervened
+    from itictl.models import ensure_model
     from itictl.store import Store
 
     model = tiny_llama(layers=3)

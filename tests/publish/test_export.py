@@ -30,9 +30,9 @@ def fake_intervention(store, model_art, deltas, heads):
 def test_control_vector_gguf_reads_back(tmp_path):
     from gguf import GGMLQuantizationType, GGUFReader
 
+    from itictl.models.arch import o_proj_modules
     from itictl.publish.bake import residual_shifts
     from itictl.publish.export import read_control_vector, write_control_vector
-    from itictl.models.arch import o_proj_modules
 
     model = tiny_llama(layers=3)  # hidden 40 != H·D 32
     g = torch.Generator().manual_seed(0)
@@ -108,10 +108,9 @@ def test_cli_export_bad_input_writes_nothing(cli, tmp_path):
     assert not out_dir.exists()
 
 
-@pytest.mark.integration
 def test_embedded_control_vector_export(session_store, embedded, tmp_path):
-    from itictl.publish.export import read_control_vector, run_export
     from itictl.models.arch import head_layout, o_proj_modules, out_proj_matrix
+    from itictl.publish.export import read_control_vector, run_export
     from tests.publish.test_bake import embedded_deltas, make_intervention
 
     heads = [[0, 1], [4, 2], [12, 0]]
@@ -129,17 +128,30 @@ def test_embedded_control_vector_export(session_store, embedded, tmp_path):
         assert torch.allclose(torch.from_numpy(vecs[l]), w @ deltas[l], atol=1e-4)
 
 
-@pytest.mark.integration
-def test_embedded_pyvene_export_loads(session_store, embedded, tmp_path):
-    pytest.importorskip("itictl.publish.pyvene_io", reason="pyvene_io (probe engineer) not installed yet")
+def test_embedded_pyvene_export_loads_and_steers_like_itictl(session_store, embedded, tmp_path):
+    """The pyvene export, loaded by pyvene itself on the embedded model, gives the logits of
+    itictl's own steering with the same deltas (and not the plain model's)."""
     import pyvene
 
+    from itictl.intervene.steering import intervened
     from itictl.publish.export import run_export
     from tests.publish.test_bake import embedded_deltas, make_intervention
 
     heads = [[5, 1]]
-    inter = make_intervention(session_store, embedded.art, embedded_deltas(embedded, heads), heads, alpha=3.0)
+    deltas = embedded_deltas(embedded, heads)
+    inter = make_intervention(session_store, embedded.art, deltas, heads, alpha=3.0)
     doc = run_export(session_store, inter, "pyvene", tmp_path / "pv")
-    assert doc["files"]
+    assert sorted(doc["files"]) == sorted(p.relative_to(tmp_path / "pv").as_posix()
+                                          for p in (tmp_path / "pv").rglob("*") if p.is_file())
+    assert "config.json" in doc["files"]
     loaded = pyvene.IntervenableModel.load(str(tmp_path / "pv"), model=embedded.model)
-    assert loaded is not None
+    ids = embedded.tokenizer("Q: Are bats blind? A: No, bats can see.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        plain = embedded.model(input_ids=ids).logits
+        _, pv_out = loaded({"input_ids": ids})
+        with intervened(embedded.model, deltas, "all"):
+            ours = embedded.model(input_ids=ids).logits
+    torch.testing.assert_close(pv_out.logits, ours, atol=1e-4, rtol=0)
+    assert (ours - plain).abs().max().item() > 1e-2
+    with torch.no_grad():  # pyvene's hooks are gone again: the shared model is unchanged
+        assert torch.equal(embedded.model(input_ids=ids).logits, plain)

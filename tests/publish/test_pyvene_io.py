@@ -25,8 +25,8 @@ def deltas(seed=0):
 def test_pyvene_loads_our_save_and_matches_itictl_steering(model, tmp_path):
     import pyvene as pv
 
-    from itictl.publish.pyvene_io import save_pyvene
     from itictl.intervene.steering import intervened
+    from itictl.publish.pyvene_io import save_pyvene
 
     d = deltas()
     save_pyvene(d, model, tmp_path / "pv")

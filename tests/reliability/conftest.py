@@ -1,6 +1,8 @@
 """Session fixtures for the reliability suite: a tiny random model folder (`--model DIR`), a short
 natural-text file, and `base`: a store holding one finished object of every kind, built by an
-uninterrupted run (the reference that crash/rerun tests compare keys and payload digests with)."""
+uninterrupted run (the reference that crash/rerun tests compare keys and payload digests with).
+TruthfulQA and wikitext come from the `tqa_dir` / `wikitext_path` fixtures, so every test using
+`base` is in the integration tier (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.harness import DATA, payload_digests, run_many
+from tests.reliability.harness import payload_digests, run_many
 
 LIMIT = "40"
 EVAL_Q = "32"
@@ -24,10 +26,9 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def text_file(tmp_path_factory) -> Path:
+def text_file(tmp_path_factory, wikitext_path) -> Path:
     p = tmp_path_factory.mktemp("text") / "text.txt"
-    src = DATA / "text" / "wikitext-2-raw-test.txt"
-    p.write_text(src.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    p.write_text(wikitext_path.read_text(encoding="utf-8")[:3000], encoding="utf-8")
     return p
 
 
@@ -36,20 +37,17 @@ class Base:
     store: Path
     tiny: Path
     text: Path
+    data: Path  # the TruthfulQA folder (`--data`)
     keys: dict[str, str] = field(default_factory=dict)  # role -> key
     digests: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def args(self, role: str) -> list[str]:
         """The exact command line that made `role` (reruns must give the same key)."""
-        return commands(self.tiny, self.text, self.keys)[role]
+        return commands(self.tiny, self.text, self.data, self.keys)[role]
 
 
-def data_dir() -> str:
-    return str(DATA / "truthfulqa")
-
-
-def commands(tiny: Path, text: Path, keys: dict[str, str]) -> dict[str, list[str]]:
-    d = data_dir()
+def commands(tiny: Path, text: Path, data: Path, keys: dict[str, str]) -> dict[str, list[str]]:
+    d = str(data)
     c = {
         "acts": ["extract", "-m", str(tiny), "--data", d, "--limit", LIMIT, "--batch-tokens", "256", "--json", "-q"],
         "tune": ["extract", "-m", str(tiny), "--data", d, "-d", "tqa_gen_end_q", "--limit", LIMIT, "--json", "-q"],
@@ -66,10 +64,10 @@ def commands(tiny: Path, text: Path, keys: dict[str, str]) -> dict[str, list[str
 
 
 @pytest.fixture(scope="session")
-def base(tmp_path_factory, tiny_dir, text_file) -> Base:
-    b = Base(tmp_path_factory.mktemp("base") / "store", tiny_dir, text_file)
+def base(tmp_path_factory, tiny_dir, text_file, tqa_dir) -> Base:
+    b = Base(tmp_path_factory.mktemp("base") / "store", tiny_dir, text_file, tqa_dir)
     for stage in (["acts", "tune"], ["probes"], ["iv"], ["baked", "eval"]):
-        cmds = commands(tiny_dir, text_file, b.keys)
+        cmds = commands(tiny_dir, text_file, tqa_dir, b.keys)
         res = run_many(b.store, [cmds[r] for r in stage])
         for role, r in zip(stage, res):
             b.keys[role] = json.loads(r["stdout"])["key"]

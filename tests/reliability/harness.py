@@ -10,12 +10,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import ROOT, CliResult
 
-DATA = ROOT.parent / "shared" / "data"
 SECRET_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY", "ITICTL_OPENAI_API_KEY", "ITICTL_DEBUG")
 
 

@@ -1,14 +1,15 @@
 """Subprocess entry for reliability tests: `python -m tests.reliability.runner ARGS` runs the real
 `itictl ARGS` (itictl.cli.app.main) with optional pause points, so a test can SIGKILL it at a
-chosen moment instead of racing a timer. Nothing is faked: the pauses only sleep.
+chosen moment instead of racing a timer. The pauses are callbacks on itictl.hooks points; nothing
+is replaced or faked, the pauses only sleep.
 
 Environment (all optional):
   H7_PAUSE_KIND   artifact kind whose build to pause (e.g. probes)
-  H7_PAUSE_AT     start    - inside the build, before it writes anything (tmp dir exists)
-                  built    - payload complete in tmp/, no manifest yet
-                  sealed   - manifest written in tmp/, just before the rename into objects/
-                  chunk:N  - extract only: after the N-th resumable chunk was saved in tmp/KEY.work
-                  between  - probe only: after activations exist, before the probes step starts
+  H7_PAUSE_AT     start    - store.build_start: before the build writes anything (tmp dir exists)
+                  built    - store.built: payload complete in tmp/, no manifest yet
+                  sealed   - store.sealing: manifest written in tmp/, before the rename into objects/
+                  chunk:N  - extract.chunk_saved: after the N-th resumable chunk was saved
+                  between  - probe.start: activations exist, the probes build is starting
   H7_PAUSE_S      how long to sleep at the pause (default 120: the test kills us meanwhile)
   H7_SIGNAL_DIR   a file `<stage>.<pid>` is created here when a pause is reached
   H7_CHUNK        prompts per resumable extract chunk (itictl.extract.CHUNK_PROMPTS)
@@ -31,72 +32,38 @@ def _pause(stage: str) -> None:
     time.sleep(float(os.environ.get("H7_PAUSE_S", "120")))
 
 
+STORE_POINTS = {"start": "store.build_start", "built": "store.built", "sealed": "store.sealing"}
+
+
 def install() -> None:
-    kind = os.environ.get("H7_PAUSE_KIND")
+    """Register the pause named by H7_PAUSE_AT at its itictl.hooks point (nothing is replaced)."""
+    from itictl import hooks
+
     at = os.environ.get("H7_PAUSE_AT", "")
     if os.environ.get("H7_CHUNK"):
         import itictl.extract.chunks as X
 
         X.CHUNK_PROMPTS = int(os.environ["H7_CHUNK"])
-    if not at:
-        return
-    import itictl.store.core as core
+    if at in STORE_POINTS:
+        only = os.environ.get("H7_PAUSE_KIND")  # unset: every kind's build pauses
 
-    active = {"on": False}
-    if at in ("start", "built", "sealed"):
-        orig_produce = core.Store.produce
+        def pause_build(kind: str, key: str, **_) -> None:
+            if only is None or kind == only:
+                _pause(at)
 
-        def produce(self, k, params, parents, build, **kw):
-            if k != kind:
-                return orig_produce(self, k, params, parents, build, **kw)
-
-            def wrapped(ctx):
-                if at == "start":
-                    _pause("start")
-                build(ctx)
-                if at == "built":
-                    _pause("built")
-                active["on"] = at == "sealed"
-
-            try:
-                return orig_produce(self, k, params, parents, wrapped, **kw)
-            finally:
-                active["on"] = False
-
-        core.Store.produce = produce
-        orig_ro = core._make_read_only
-
-        def make_read_only(root):
-            if active["on"]:
-                _pause("sealed")
-            orig_ro(root)
-
-        core._make_read_only = make_read_only
+        hooks.register(STORE_POINTS[at], pause_build)
     elif at.startswith("chunk:"):
-        import itictl.extract.chunks as X
-
         n = int(at.split(":")[1])
-        orig_save = X.save_chunk
         count = {"n": 0}
 
-        def save_chunk(*a, **kw):
-            p = orig_save(*a, **kw)
+        def after_chunk(path, **_) -> None:
             count["n"] += 1
             if count["n"] == n:
                 _pause(f"chunk{n}")
-            return p
 
-        X.save_chunk = save_chunk
+        hooks.register("extract.chunk_saved", after_chunk)
     elif at == "between":
-        import itictl.probe.step as P
-
-        orig_run_probe = P.run_probe
-
-        def run_probe(*a, **kw):
-            _pause("between")
-            return orig_run_probe(*a, **kw)
-
-        P.run_probe = run_probe
+        hooks.register("probe.start", lambda key, **_: _pause("between"))
 
 
 def run_many() -> None:

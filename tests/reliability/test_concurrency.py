@@ -7,13 +7,8 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from tests.helpers import run_cli
-from tests.reliability.conftest import data_dir
 from tests.reliability.harness import copy_store, finish, kill9, object_dir, spawn, wait_signal
-
-pytestmark = pytest.mark.integration
 
 
 def verify_clean(store) -> None:
@@ -78,7 +73,7 @@ def test_gc_waits_for_a_running_command(base, tmp_path):
 def test_gc_between_steps_of_one_command(base, tmp_path):
     store = copy_store(base.store, tmp_path / "s", drop=(base.keys["acts"], base.keys["probes"]))
     sig = tmp_path / "sig"
-    p = spawn(store, "probe", "-m", str(base.tiny), "--data", data_dir(), "--limit", "40", "--json", "-q",
+    p = spawn(store, "probe", "-m", str(base.tiny), "--data", str(base.data), "--limit", "40", "--json", "-q",
               pause_at="between", pause_s=2, signal_dir=sig)
     wait_signal(sig, "between", p)
     g = run_cli("--store", str(store), "store", "gc", "--json")

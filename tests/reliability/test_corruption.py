@@ -7,15 +7,12 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import run_cli
-from tests.reliability.conftest import data_dir
 from tests.reliability.harness import copy_store, flip_byte, object_dir, objects_listing, one_error_line
-
-pytestmark = pytest.mark.integration
 
 
 def consumer(base, role: str, tmp_path) -> list[str]:
     """A command that must read the object of `role` to do new work."""
-    k, d = base.keys, data_dir()
+    k, d = base.keys, str(base.data)
     return {
         "model": ["extract", "-m", str(base.tiny), "--data", d, "--limit", "39", "--json", "-q"],
         "dataset": ["extract", "-m", str(base.tiny), "--data", d, "--limit", "39", "--json", "-q"],

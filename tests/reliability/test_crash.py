@@ -12,10 +12,17 @@ import numpy as np
 import pytest
 
 from tests.helpers import run_cli
-from tests.reliability.harness import (copy_store, finish, kill9, object_dir, objects_listing, payload_digests, run,
-                                       spawn, wait_signal)
-
-pytestmark = pytest.mark.integration
+from tests.reliability.harness import (
+    copy_store,
+    finish,
+    kill9,
+    object_dir,
+    objects_listing,
+    payload_digests,
+    run,
+    spawn,
+    wait_signal,
+)
 
 
 def verify_clean(store) -> dict:

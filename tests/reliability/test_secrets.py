@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import socket
 
-import pytest
-
 from tests.helpers import run_cli
 from tests.reliability.harness import copy_store, objects_listing
-
-pytestmark = pytest.mark.integration
 
 HF = "hf_SENTINELhfTOKEN1234567890"
 OAI = "sk-SENTINELopenaiKEY0987654321"
@@ -36,7 +32,6 @@ def test_tokens_never_leak(base, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("ITICTL_HUB_TIMEOUT", "2")
     monkeypatch.delenv("ITICTL_DEBUG", raising=False)
-    k = base.keys
     outputs = []
 
     def cli(*args, code=None):
@@ -53,16 +48,17 @@ def test_tokens_never_leak(base, tmp_path, monkeypatch):
     failed = cli("push", "honest", "--repo", "someone/tiny", "--token", FLAG)    # Hub unreachable
     assert failed.code == 6, failed.stderr
     cli("export", iv, str(tmp_path / "export"), "--json", "-q", code=0)
-    judged = cli("eval", "--model", str(base.tiny), "--data", base.args("eval")[4], "--limit-questions", "4",
+    judged = cli("eval", "--model", str(base.tiny), "--data", str(base.data), "--limit-questions", "4",
                  "--alpha", "0", "--metrics", "judge", "--judge", "openai:ft-sentinel", "--openai-base-url", dead)
-    assert judged.code in (0, 6), judged.stderr
+    assert judged.code == 6, judged.stderr  # remote error: the judge endpoint is unreachable
+    assert "cannot reach the OpenAI endpoint" in judged.stderr and judged.stdout == ""
     # ITICTL_DEBUG=1 tracebacks go through the same redaction
     monkeypatch.setenv("ITICTL_DEBUG", "1")
     cli("push", "honest", "--repo", "someone/tiny", "--token", FLAG)
 
     blob = "\n".join(outputs)
     for s in SENTINELS:
-        assert s not in blob, f"a token appeared in command output"
+        assert s not in blob, "a token appeared in command output"
     leaks = []
     for root in (store, tmp_path / "export"):
         for p in root.rglob("*"):
@@ -94,10 +90,20 @@ def test_symlinked_ref_is_not_followed_outside(base, tmp_path):
     store = copy_store(base.store, tmp_path / "s")
     target = tmp_path / "secret.txt"
     target.write_text(base.keys["acts"] + "\n")
+    secret = tmp_path / "secret-notes.txt"
+    secret.write_text("hf_SENTINELnotAkey\n")
     (store / "refs" / "sneaky").symlink_to(target)
-    r = run_cli("--store", str(store), "store", "show", "sneaky", "--json")
-    # reading a symlinked ref may be allowed only if it holds a key of this store; it must never
-    # print the outside file's content as anything but a key
-    assert r.code in (0, 3, 4, 5)
-    r = run_cli("--store", str(store), "store", "rm", "sneaky")
-    assert target.exists(), "rm followed a symlink out of the store"
+    (store / "refs" / "leaky").symlink_to(secret)
+    before = objects_listing(store)
+    # itictl writes refs as plain files and never reads through a symlink, even to a valid key
+    for ref in ("sneaky", "leaky"):
+        for cmd in (["store", "show", ref, "--json"], ["store", "rm", ref], ["probe", "-a", ref, "--json"]):
+            r = run_cli("--store", str(store), *cmd)
+            assert r.code == 5 and r.stdout == "", (cmd, r.code, r.stderr)
+            assert f"ref {ref!r} is a symbolic link" in r.stderr and "hf_SENTINEL" not in r.stderr
+    ls = run_cli("--store", str(store), "store", "ls", "--json")
+    assert ls.code == 0 and ls.json()["refs"] == {} and "hf_SENTINEL" not in ls.stdout
+    assert objects_listing(store) == before
+    assert target.read_text() == base.keys["acts"] + "\n" and secret.exists()
+    r = run_cli("--store", str(store), "store", "untag", "leaky")  # the documented fix removes the link only
+    assert r.code == 0 and not (store / "refs" / "leaky").is_symlink() and secret.exists()

@@ -90,9 +90,12 @@ def test_flipped_manifest_byte_detected(store):
     mp_.chmod(0o644)
     text = mp_.read_text().replace('"note": "built"', '"note": "bUilt"')
     mp_.write_text(text)
-    with pytest.raises(CorruptObjectError):
+    with pytest.raises(CorruptObjectError, match="manifest digest mismatch"):
         store.get(art.key)
-    assert store.verify(art.key)
+    problems = store.verify(art.key)
+    assert len(problems) == 1 and "manifest digest mismatch" in problems[0] and art.key[:12] in problems[0]
+    with pytest.raises(CorruptObjectError):  # a corrupt object is not reused: produce refuses to hand it out
+        store.produce("thing", {"x": 1}, {}, write_payload())
 
 
 def test_parents_must_exist(store):
@@ -228,3 +231,27 @@ def test_file_digest_cache(store, tmp_path):
     time.sleep(0.01)
     f.write_bytes(b"abd")
     assert store.file_digest(f) != d1
+
+
+def test_hooks_fire_at_build_start_built_and_sealing(store):
+    from itictl import hooks
+
+    seen = []
+
+    def at(name):
+        def fn(kind, key):
+            tmp = [p for p in store.tmp.iterdir() if p.name.startswith(key[:16]) and not p.name.endswith(".work")]
+            files = sorted(q.name for q in tmp[0].iterdir()) if tmp else None
+            seen.append((name, kind, key, store.has(key), files))
+        return fn
+
+    removers = [hooks.register(n, at(n)) for n in ("store.build_start", "store.built", "store.sealing")]
+    try:
+        art, _ = store.produce("thing", {"x": 7}, {}, write_payload())
+        store.produce("thing", {"x": 7}, {}, write_payload())  # cached: no build, no hooks
+    finally:
+        for remove in removers:
+            remove()
+    assert [s[:4] for s in seen] == [(n, "thing", art.key, False)
+                                     for n in ("store.build_start", "store.built", "store.sealing")]
+    assert [s[4] for s in seen] == [[], ["payload.txt", "sub"], ["manifest.json", "payload.txt", "sub"]]

@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from itictl import __version__
-from itictl.cli import bake, eval as eval_cmd, export, extract, import_, intervene, judge, probe, push, store
+from itictl.cli import bake, export, extract, import_, intervene, judge, probe, push, store
+from itictl.cli import eval as eval_cmd
 from itictl.cli.common import AppState, state
 
 HELP = """Inference-Time Intervention (ITI) on language models, as a reproducible workflow.
@@ -60,7 +61,8 @@ def _root(
     st.out.verbose = verbose
     from itictl.models.quiet import set_load_quiet  # torch-free import
 
-    set_load_quiet(quiet)  # transformers' own progress bars and warnings follow -q (every command)
+    # transformers' own progress bars and warnings: off under -q and --json (progress goes through `out`)
+    set_load_quiet(quiet or json_mode)
 
 
 app.command("extract", help=extract.HELP)(extract.extract)
@@ -111,10 +113,9 @@ def _fail(code: int, line: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from itictl.cli.common import release_leases
     from itictl.config import debug_enabled
     from itictl.errors import describe
-
-    from itictl.cli.common import release_leases
 
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:

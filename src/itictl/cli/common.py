@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: global state (store, output mode), option helpers, artifact results.
+"""Shared CLI plumbing: global state (store, output mode), list parsing, artifact results, torchrun sessions.
 
 Every command gets `AppState` from the Typer context via `state(ctx)`. Commands parse options,
 call the library, and hand one result dict to `AppState.out.result`.
@@ -12,7 +12,6 @@ from typing import Any
 import typer
 
 from itictl.output import Output
-
 
 _OPEN_LEASES: list[Any] = []
 
@@ -69,18 +68,6 @@ def split_list(value: str | None) -> list[str]:
     if value is None:
         return []
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def not_built(name: str, issue: str) -> None:
-    from itictl.errors import NotBuiltError
-
-    raise NotBuiltError(f"`itictl {name}` is not built yet", f"it is planned ({issue}); see docs/guide.md")
-
-
-def device_map_option(what: str = "Spread one model over several GPUs", extra: str = "not with torchrun"):
-    """The --device-map option every model-loading command shares (one help text, one metavar)."""
-    return typer.Option(None, "--device-map", metavar="MAP",
-                        help=f"{what}: auto, balanced, sequential (accelerate) or a JSON {{module: device}} object; {extra}.")
 
 
 def rank_session(st: AppState, device: str | None, device_map: str | None):

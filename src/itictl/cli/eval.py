@@ -3,87 +3,91 @@ Under torchrun every rank runs it (evaluate/runner.py shares the work); rank 0 a
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, device_map_option, rank_session, split_list, state
+from itictl.cli.common import artifact_doc, rank_session, split_list, state
+from itictl.cli.options import (
+    ArchMapOpt,
+    DataOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DirectionOpt,
+    DtypeOpt,
+    FoldsOpt,
+    ModelOpt,
+    OpenAIBaseUrlOpt,
+    RevisionOpt,
+    SeedOpt,
+    SplitOpt,
+    ValRatioOpt,
+    parse_floats,
+    parse_ints,
+    with_arch_map,
+)
 
 HELP = """k-fold TruthfulQA evaluation with and without the intervention (validate_2fold.py semantics).
 
 Builds or reuses extract -> probe -> intervene per fold; prints a per-fold table, the mean and the
-reference's summary line; writes an `eval` artifact (eval.json, answers.csv, sweep.png for grids)
+reference's summary line, 95% bootstrap CIs of the means and paired CIs of each change against
+alpha=0; writes an `eval` artifact (eval.json, answers.csv, per_question.csv, sweep.png for grids)
 and tags it `last-eval`. Lists for --heads/--alpha run a sweep.
 """
 
 
 def eval_(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", help="Model alias, Hub id, folder or GGUF (default: embedded)."),
-    heads: str = typer.Option("48", "--heads", help="K, number of heads; a comma list sweeps."),
-    alpha: str = typer.Option("15", "--alpha", help="Intervention strength; a comma list sweeps (0 = baseline)."),
-    direction: str = typer.Option("com", "--direction", help="com | probe | random."),
-    folds: int = typer.Option(2, "--folds", help="Number of question folds."),
-    seed: int = typer.Option(42, "--seed"),
-    val_ratio: float = typer.Option(0.2, "--val-ratio", help="Held-out share of the training questions for head ranking."),
-    split: str = typer.Option("random", "--split", help="random | contiguous folds."),
-    instruction_prompt: str = typer.Option("default", "--instruction-prompt", help="default | informative | none."),
-    preset: str = typer.Option("qa", "--preset", help="qa | null | chat | long | harm (TruthfulQA presets)."),
-    many_shot_prefix: Optional[str] = typer.Option(None, "--many-shot-prefix", metavar="FILE", help="Text prepended to every prompt."),
-    metrics: str = typer.Option("mc,ce,kl", "--metrics", help="Comma list of mc,judge,info,bleu,rouge,ce,kl."),
-    judge: Optional[str] = typer.Option(None, "--judge", help="Truth judge: openai:MODEL or hf:ID_OR_PATH[@REV]."),
-    info_judge: Optional[str] = typer.Option(None, "--info-judge", help="Info judge: openai:MODEL or hf:ID_OR_PATH[@REV]."),
-    openai_base_url: Optional[str] = typer.Option(None, "--openai-base-url", help="OpenAI-compatible server URL."),
-    limit_questions: Optional[int] = typer.Option(None, "--limit-questions", help="Use the first N questions."),
-    text: Optional[str] = typer.Option(None, "--text", metavar="FILE", help="Natural text for CE/KL (needed for them; without it they are reported as skipped)."),
-    text_samples: int = typer.Option(100, "--text-samples", help="CE/KL samples of 128 tokens (reference: 100)."),
-    mc_style: str = typer.Option("truthfulqa", "--mc-style", help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2)."),
-    eval_dataset: str = typer.Option("truthfulqa", "--eval-dataset", help="truthfulqa | nq_open | trivia_qa."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA directory (else $ITICTL_DATA, else the Hub)."),
-    device: str = typer.Option("auto", "--device"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device_map: Optional[str] = device_map_option(),
+    model: ModelOpt = None, revision: RevisionOpt = None,
+    heads: Annotated[str, typer.Option("--heads", help="K, number of heads; a comma list sweeps.")] = "48",
+    alpha: Annotated[str, typer.Option("--alpha", help="Intervention strength; a comma list sweeps (0 = baseline).")] = "15",
+    direction: DirectionOpt = "com", folds: FoldsOpt = 2, seed: SeedOpt = 42, val_ratio: ValRatioOpt = 0.2,
+    split: SplitOpt = "random",
+    instruction_prompt: Annotated[str, typer.Option("--instruction-prompt", help="default | informative | none.")] = "default",
+    preset: Annotated[str, typer.Option("--preset", help="qa | null | chat | long | harm (TruthfulQA presets).")] = "qa",
+    many_shot_prefix: Annotated[Optional[str], typer.Option(
+        "--many-shot-prefix", metavar="FILE", help="Text prepended to every prompt.")] = None,
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma list of mc,judge,info,bleu,rouge,ce,kl.")] = "mc,ce,kl",
+    judge: Annotated[Optional[str], typer.Option(
+        "--judge", help="Truth judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind truth`) "
+                        "or local:REF.")] = None,
+    info_judge: Annotated[Optional[str], typer.Option(
+        "--info-judge", help="Info judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind "
+                             "info`) or local:REF.")] = None,
+    openai_base_url: OpenAIBaseUrlOpt = None,
+    limit_questions: Annotated[Optional[int], typer.Option("--limit-questions", help="Use the first N questions.")] = None,
+    text: Annotated[Optional[str], typer.Option(
+        "--text", metavar="FILE",
+        help="Natural text for CE/KL (needed for them; without it they are reported as skipped).")] = None,
+    text_samples: Annotated[int, typer.Option("--text-samples", help="CE/KL samples of 128 tokens (reference: 100).")] = 100,
+    mc_style: Annotated[str, typer.Option(
+        "--mc-style", help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2).")] = "truthfulqa",
+    eval_dataset: Annotated[str, typer.Option("--eval-dataset", help="truthfulqa | nq_open | trivia_qa.")] = "truthfulqa",
+    data: DataOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto", device_map: DeviceMapOpt = None,
+    arch_map: ArchMapOpt = None,
 ) -> None:
-    st = state(ctx)
-    with rank_session(st, device, device_map) as dist:
-        _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val_ratio, split, instruction_prompt,
-              preset, many_shot_prefix, metrics, judge, info_judge, openai_base_url, limit_questions, text,
-              text_samples, mc_style, eval_dataset, data, device, dtype)
-
-
-def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val_ratio, split, instruction_prompt,
-          preset, many_shot_prefix, metrics, judge, info_judge, openai_base_url, limit_questions, text,
-          text_samples, mc_style, eval_dataset, data, device, dtype) -> None:
-    from pathlib import Path
-
     from itictl.config import data_dir
-    from itictl.errors import BadInputError, NotFoundError
-    from itictl.evaluate.runner import EvalOptions, run_eval
+    from itictl.evaluate.options import EvalOptions, read_prefix_file
+    from itictl.evaluate.runner import run_eval
 
-    try:
-        ks = [int(k) for k in split_list(heads)]
-        alphas = [float(a) for a in split_list(alpha)]
-    except ValueError:
-        raise BadInputError("--heads takes integers and --alpha numbers", "e.g. --heads 16,48 --alpha 0,5,15") from None
-    prefix_text = None
-    if many_shot_prefix:
-        p = Path(many_shot_prefix)
-        if not p.is_file():
-            raise NotFoundError(f"many-shot prefix file {p} not found", "pass an existing text file")
-        try:
-            prefix_text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise BadInputError(f"many-shot prefix file {p} is not UTF-8 text", "save it as UTF-8") from None
+    st = state(ctx)
+    with_arch_map(ctx, arch_map)
     dd = data_dir(data)
-    opts = EvalOptions(model=model, heads=ks, alphas=alphas, direction=direction, folds=folds, seed=seed,
+    opts = EvalOptions(model=model, revision=revision, heads=parse_ints(heads, "--heads", "16,48"),
+                       alphas=parse_floats(alpha, "--alpha", "0,5,15"), direction=direction, folds=folds, seed=seed,
                        val_ratio=val_ratio, split=split, instruction=instruction_prompt, preset=preset,
-                       many_shot_prefix=prefix_text, metrics=split_list(metrics), judge=judge, info_judge=info_judge,
-                       openai_base_url=openai_base_url, limit_questions=limit_questions, text=text, text_samples=text_samples, mc_style=mc_style,
-                       eval_dataset=eval_dataset, data_dir=str(dd) if dd else None, device=device, dtype=dtype)
-    art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)  # st.store holds the lease
-    if not dist.is_main:
-        return
-    result = artifact_doc(art, cached, **doc, world_size=dist.world_size, summary=[s["summary"] for s in doc["settings"]])
+                       many_shot_prefix=read_prefix_file(many_shot_prefix), metrics=split_list(metrics), judge=judge,
+                       info_judge=info_judge, openai_base_url=openai_base_url, limit_questions=limit_questions,
+                       text=text, text_samples=text_samples, mc_style=mc_style, eval_dataset=eval_dataset,
+                       data_dir=str(dd) if dd else None, device=device, dtype=dtype)
+    with rank_session(st, device, device_map) as dist:
+        art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)  # st.store: the lease
+        if dist.is_main:
+            _render(st, art, cached, doc, dist.world_size)
+
+
+def _render(st, art, cached: bool, doc: dict, world_size: int) -> None:
+    result = artifact_doc(art, cached, **doc, world_size=world_size, summary=[s["summary"] for s in doc["settings"]])
 
     def render(console):
         from rich.table import Table
@@ -91,7 +95,8 @@ def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val
         from itictl.evaluate.sweep import COLUMNS, grid_rows
 
         for s in doc["settings"]:
-            t = Table(title=f"K={s['heads']}, alpha={s['alpha']:g}" + (" (lm-eval-harness mc)" if doc["mc_style"] == "harness" else ""))
+            harness = " (lm-eval-harness mc)" if doc["mc_style"] == "harness" else ""
+            t = Table(title=f"K={s['heads']}, alpha={s['alpha']:g}" + harness)
             keys = [k for k in COLUMNS[2:] if k in s["mean"]]
             t.add_column("fold")
             for k in keys:
@@ -109,6 +114,8 @@ def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val
             for r in rows:
                 g.add_row(*[_fmt(r.get(c)) for c in COLUMNS if any(x.get(c) is not None for x in rows)])
             console.print(g)
+        for t in _uncertainty_tables(doc):
+            console.print(t)
         for name, why in doc["skipped"].items():
             console.print(f"[yellow]skipped[/yellow] {name}: {why}")
         for s in doc["settings"]:
@@ -116,6 +123,53 @@ def _eval(st, dist, device_map, model, heads, alpha, direction, folds, seed, val
         console.print(f"eval {art.key[:12]} ({'cached' if cached else 'new'}) -> {art.path}")
 
     st.out.result(result, render)
+
+
+def _uncertainty_tables(doc: dict) -> list:
+    """'mean [95 % CI]' per setting and 'Δ vs α=0 [95 % CI]' per α ≠ 0 setting (a CI that includes 0
+    is dim and marked n.s.); none for documents without intervals (evals cached before them)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from itictl.evaluate.sweep import COLUMNS
+
+    settings = [s for s in doc["settings"] if s.get("ci95")]
+    keys = [k for k in COLUMNS[2:] if any(k in s["ci95"] for s in settings)]
+    if not settings or not keys:
+        return []
+    ci = Table(title="mean [95% CI]")
+    for c in ("heads", "alpha", *keys):
+        ci.add_column(c, justify="right")
+    for s in settings:
+        cells = [_with_ci(s["mean"].get(k), s["ci95"].get(k)) for k in keys]
+        ci.add_row(str(s["heads"]), f"{s['alpha']:g}", *cells)
+    deltas = [s for s in settings if s.get("delta_vs_alpha0")]
+    if not deltas:
+        return [ci]
+    dt = Table(title="Δ vs α=0 [95% paired CI] (n.s.: the CI includes 0)")
+    dkeys = [k for k in keys if any(k in s["delta_vs_alpha0"] for s in deltas)]
+    for c in ("heads", "alpha", *dkeys):
+        dt.add_column(c, justify="right")
+    for s in deltas:
+        cells = []
+        for k in dkeys:
+            d = s["delta_vs_alpha0"].get(k)
+            if not d or d.get("delta") is None:
+                cells.append(Text("-"))
+                continue
+            txt = _with_ci(d["delta"], d["ci95"], sign="+")
+            cells.append(Text(txt) if d["excludes_zero"] else Text(txt + " n.s.", style="dim"))
+        dt.add_row(str(s["heads"]), f"{s['alpha']:g}", *cells)
+    return [ci, dt]
+
+
+def _with_ci(v, ci, sign: str = "") -> str:
+    """'0.5101 [0.489, 0.531]' (sign '+': '+0.0664 [+0.051, +0.082]')."""
+    if v is None:
+        return "-"
+    if not ci:
+        return f"{v:{sign}.4f}"
+    return f"{v:{sign}.4f} [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]"
 
 
 def _fmt(v) -> str:

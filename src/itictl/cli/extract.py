@@ -8,11 +8,12 @@ work (itictl.compute.distributed) and rank 0 alone prints; the document gains "w
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, device_map_option, rank_session, split_list, state
+from itictl.cli.common import artifact_doc, rank_session, split_list, state
+from itictl.cli.options import ArchMapOpt, DataOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelsOpt, RevisionOpt, with_arch_map
 
 HELP = ("Extract head-wise activations (o_proj inputs at the last prompt token, every layer) for "
         "TruthfulQA prompts into an HDF5 artifact")
@@ -29,52 +30,49 @@ def _shapes(art) -> dict[str, list[int]]:
 
 def extract(
     ctx: typer.Context,
-    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="M[,M2]",
-                                        help="Model alias, Hub id, folder or GGUF file; comma-separated for several (default: the embedded model)."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
-    dataset: str = typer.Option("tqa_mc2", "--dataset", "-d", metavar="FMT[,FMT2]",
-                                help="Prompt format(s): tqa_mc2, tqa_gen, tqa_gen_end_q."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts of the format."),
-    layer_wise: bool = typer.Option(False, "--layer-wise/--no-layer-wise",
-                                    help="Also store the residual stream [N, L+1, hidden] at the last token."),
-    dtype: str = typer.Option("auto", "--dtype", help="Compute dtype: auto (float32 on CPU, float16 on GPU), float32, float16, bfloat16."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
-                                               help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/32, 8192 to 65536); not part of the key."),
-    seed: int = typer.Option(42, "--seed", help="Seed for tqa_gen_end_q's random other question."),
-    store_dtype: str = typer.Option("auto", "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32."),
-    device_map: Optional[str] = device_map_option(),
+    model: ModelsOpt = None, revision: RevisionOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", metavar="FMT[,FMT2]",
+                                         help="Prompt format(s): tqa_mc2, tqa_gen, tqa_gen_end_q.")] = "tqa_mc2",
+    data: DataOpt = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, metavar="N",
+                                                 help="Only the first N prompts of each format.")] = None,
+    layer_wise: Annotated[bool, typer.Option(
+        "--layer-wise/--no-layer-wise", help="Also store the residual stream [N, L+1, hidden] at the last token.")] = False,
+    dtype: DtypeOpt = "auto", device: DeviceOpt = "auto",
+    batch_tokens: Annotated[Optional[int], typer.Option(
+        "--batch-tokens", min=1, help="Padded tokens per forward pass (default 4096 on CPU; on a GPU about total/32, "
+                                      "8192 to 65536); not part of the key.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for tqa_gen_end_q's random other question.")] = 42,
+    store_dtype: Annotated[str, typer.Option(
+        "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32.")] = "auto",
+    device_map: DeviceMapOpt = None, arch_map: ArchMapOpt = None,
 ) -> None:
-    st = state(ctx)
-    with rank_session(st, device, device_map) as dist:
-        _extract(st, dist, model, revision, dataset, data, limit, layer_wise, dtype, device, batch_tokens, seed,
-                 store_dtype, device_map)
-
-
-def _extract(st, dist, model, revision, dataset, data, limit, layer_wise, dtype, device, batch_tokens, seed,
-             store_dtype, device_map) -> None:
+    from itictl.data.prompts import check_format
     from itictl.errors import BadInputError
-    from itictl.extract import FORMATS, run_extract
+    from itictl.extract import run_extract
 
+    st = state(ctx)
+    with_arch_map(ctx, arch_map)
     models: list[Optional[str]] = list(split_list(model)) or [None]
-    formats = split_list(dataset)
+    formats = [check_format(f) for f in split_list(dataset)]  # every format checked before any work
     if not formats:
-        raise BadInputError("--dataset is empty", f"use one of {', '.join(FORMATS)}")
-    for f in formats:
-        if f not in FORMATS:
-            raise BadInputError(f"unknown dataset format {f!r}", f"use one of {', '.join(FORMATS)}")
+        raise BadInputError("--dataset is empty", "use one of tqa_mc2, tqa_gen, tqa_gen_end_q")
     docs: list[dict[str, Any]] = []
-    for m in models:
-        for f in formats:
-            art, cached = run_extract(st.store, m, f, data, limit=limit, layer_wise=layer_wise, dtype=dtype,
-                                      device=device, batch_tokens=batch_tokens, seed=seed,
-                                      store_dtype=store_dtype, out=st.out, revision=revision, dist=dist,
-                                      device_map=device_map)
-            docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f, world_size=dist.world_size,
-                                     shapes=_shapes(art), meta={k: art.meta.get(k) for k in
-                                                                ("compute_s", "prompts_per_s", "device")}))
+    with rank_session(st, device, device_map) as dist:
+        for m in models:
+            for f in formats:
+                art, cached = run_extract(st.store, m, f, data, limit=limit, layer_wise=layer_wise, dtype=dtype,
+                                          device=device, batch_tokens=batch_tokens, seed=seed,
+                                          store_dtype=store_dtype, out=st.out, revision=revision, dist=dist,
+                                          device_map=device_map)
+                docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f,
+                                         world_size=dist.world_size, shapes=_shapes(art),
+                                         meta={k: art.meta.get(k) for k in ("compute_s", "prompts_per_s", "device")}))
+        if dist.is_main:
+            _render(st, docs)
 
+
+def _render(st, docs: list[dict[str, Any]]) -> None:
     def render(console) -> None:
         from rich.table import Table
 
@@ -85,6 +83,4 @@ def _extract(st, dist, model, revision, dataset, data, limit, layer_wise, dtype,
             t.add_row(d["key"][:12], d["format"], "x".join(str(x) for x in d["shapes"]["head_wise"]),
                       "yes" if d["cached"] else "no", str(d["meta"].get("prompts_per_s") or "-"))
         console.print(t)
-
-    if dist.is_main:
-        st.out.result(docs[0] if len(docs) == 1 else docs, render)  # type: ignore[arg-type]
+    st.out.result(docs[0] if len(docs) == 1 else docs, render)  # type: ignore[arg-type]

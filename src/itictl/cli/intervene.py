@@ -1,131 +1,88 @@
 """`itictl intervene`: build an intervention (top-K heads, α, direction) and optionally steer a prompt.
 
-Thin: with no --probes it builds or reuses the chain extract (tqa_mc2) → probe through the store;
-the tuning activations (tqa_gen_end_q by default) come from the same model. Calls
-itictl.intervene.build.run_intervene, then with --prompt prints the unsteered and steered greedy answers.
+Thin: parses options into a pipeline.ChainSpec + Setting (+ Steer with --prompt), calls
+itictl.pipeline.build_chain (which builds or reuses extract (tqa_mc2) → probe → tuning activations
+(tqa_gen_end_q) → intervention through the store, unless --probes / --tuning name them), renders.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from itictl.cli.common import artifact_doc, device_map_option, state
+from itictl.cli.common import artifact_doc, state
+from itictl.cli.options import (
+    ArchMapOpt,
+    DataOpt,
+    DeviceMapOpt,
+    DeviceOpt,
+    DirectionOpt,
+    DtypeOpt,
+    FoldOpt,
+    FoldsOpt,
+    LimitOpt,
+    ModelOpt,
+    RevisionOpt,
+    SeedOpt,
+    SplitOpt,
+    ValRatioOpt,
+    with_arch_map,
+)
 
-HELP = "Build an intervention (top-K heads, alpha, direction) and steer generation"
+HELP = """Build an intervention (top-K heads, alpha, direction) and steer generation
 
+Builds or reuses extract (tqa_mc2) -> probe (--fold) -> tuning activations -> intervention. With
+--probes and no --model, the probes' own model is used. Every option is checked before any model
+work.
+"""
 
-def model_spec_of(model_art) -> Optional[str]:
-    """A spec that resolves back to a stored model artifact (None = the embedded default)."""
-    from itictl.models.loading import model_info
-
-    info = model_info(model_art)
-    if info.get("source") == "embedded":
-        return None
-    if info.get("source") == "hub":
-        return info.get("identity", {}).get("repo") or info.get("name")
-    return info.get("location") or info.get("name")
-
-
-def revision_of(model_art) -> Optional[str]:
-    """The resolved commit of a Hub model artifact (so later steps use exactly that snapshot)."""
-    from itictl.models.loading import model_info
-
-    info = model_info(model_art)
-    return info.get("identity", {}).get("commit") if info.get("source") == "hub" else None
+HeadsOpt = Annotated[int, typer.Option("--heads", "-K", help="Number of heads to intervene on (top-K by validation accuracy).")]
+AlphaOpt = Annotated[float, typer.Option("--alpha", "-A", help="Strength α (shift = α·σ·θ per head).")]
+ProbesOpt = Annotated[Optional[str], typer.Option("--probes", "-p", metavar="REF",
+                                                  help="A probes artifact; else built from --model.")]
+TuningOpt = Annotated[Optional[str], typer.Option("--tuning", metavar="REF",
+                                                  help="Tuning activations artifact (else extracted).")]
+TuningDatasetOpt = Annotated[str, typer.Option("--tuning-dataset", help="Prompt format of the tuning activations (σ).")]
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt", help="Generate unsteered and steered answers to this prompt.")]
+MaxNewOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, help="Tokens to generate for --prompt.")]
+ChatOpt = Annotated[bool, typer.Option("--chat/--no-chat", help="Wrap --prompt in the model's chat template.")]
+PositionsOpt = Annotated[str, typer.Option("--positions", help="generated (last prompt token + new tokens) or all.")]
 
 
 def intervene(
-    ctx: typer.Context,
-    heads: int = typer.Option(..., "--heads", "-K", help="Number of heads to intervene on (top-K by validation accuracy)."),
-    alpha: float = typer.Option(..., "--alpha", "-A", help="Strength α (shift = α·σ·θ per head)."),
-    direction: str = typer.Option("com", "--direction", help="com (mean true − mean false), probe (probe weights) or random."),
-    probes: Optional[str] = typer.Option(None, "--probes", "-p", metavar="REF", help="A probes artifact; else built from --model."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the embedded one, or the probes' model)."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
-    tuning: Optional[str] = typer.Option(None, "--tuning", metavar="REF", help="Tuning activations artifact (else extracted)."),
-    tuning_dataset: str = typer.Option("tqa_gen_end_q", "--tuning-dataset", help="Prompt format of the tuning activations (σ)."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts when extracting."),
-    folds: int = typer.Option(2, "--folds", help="Question folds (when building probes)."),
-    fold: int = typer.Option(0, "--fold", help="Test fold (when building probes)."),
-    val_ratio: float = typer.Option(0.2, "--val-ratio", help="Validation share (when building probes)."),
-    split: str = typer.Option("random", "--split", help="random or contiguous (when building probes)."),
-    seed: int = typer.Option(42, "--seed", help="Seed for folds, validation split and random directions."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Generate unsteered and steered answers to this prompt."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, help="Tokens to generate for --prompt."),
-    chat: bool = typer.Option(True, "--chat/--no-chat", help="Wrap --prompt in the model's chat template."),
-    positions: str = typer.Option("generated", "--positions", help="generated (last prompt token + new tokens) or all."),
-    dtype: str = typer.Option("auto", "--dtype", help="Compute dtype for extraction and generation."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
-    device_map: Optional[str] = device_map_option("Split the model across devices (extraction and --prompt)", "overrides --device"),
+    ctx: typer.Context, heads: HeadsOpt, alpha: AlphaOpt, direction: DirectionOpt = "com", probes: ProbesOpt = None,
+    model: ModelOpt = None, revision: RevisionOpt = None, tuning: TuningOpt = None,
+    tuning_dataset: TuningDatasetOpt = "tqa_gen_end_q", data: DataOpt = None, limit: LimitOpt = None,
+    folds: FoldsOpt = 2, fold: FoldOpt = 0, val_ratio: ValRatioOpt = 0.2, split: SplitOpt = "random",
+    seed: SeedOpt = 42, prompt: PromptOpt = None, max_new_tokens: MaxNewOpt = 64, chat: ChatOpt = True,
+    positions: PositionsOpt = "generated", dtype: DtypeOpt = "auto", device: DeviceOpt = "auto",
+    device_map: DeviceMapOpt = None, arch_map: ArchMapOpt = None,
 ) -> None:
-    from itictl.config import data_dir
-    from itictl.errors import BadInputError
-    from itictl.intervene.build import read_intervention, run_intervene, validate
     from itictl.models.devices import parse_device_map
-    from itictl.probe.step import validate_options
+    from itictl.pipeline import ChainSpec, Setting, Steer, build_chain
 
     st = state(ctx)
-    store = st.store
-    validate(heads, alpha, direction)  # K ≤ 0, NaN/inf α, unknown direction: before any work
-    dmap = parse_device_map(device_map)
-    if positions not in ("generated", "all"):
-        raise BadInputError(f"unknown --positions {positions!r}", "use generated or all")
-    ddir = data_dir(data)
-    model_art = None
-    if model is not None or probes is None:
-        from itictl.models import ensure_model
+    with_arch_map(ctx, arch_map)
+    spec = ChainSpec(model=model, revision=revision, data_dir=data, tuning_dataset=tuning_dataset, limit=limit,
+                     folds=folds, val_ratio=val_ratio, split=split, seed=seed, dtype=dtype, device=device,
+                     device_map=parse_device_map(device_map))
+    steer = Steer(prompt, max_new_tokens, chat, positions) if prompt is not None else None
+    chain = build_chain(st.store, spec, Setting(heads, alpha, direction), fold=fold, probes=probes, tuning=tuning,
+                        steering=steer, out=st.out)
+    _render(st, chain, heads, alpha, prompt)
 
-        model_art = ensure_model(store, model, revision=revision, out=st.out)
-    if probes:
-        probes_art = store.open(probes, kind="probes")
-        p_model = probes_art.read_json("probes.json").get("model_key")
-        if model_art is not None:  # before any extraction: fail fast
-            from itictl.intervene.build import check_probes_model
 
-            check_probes_model(probes_art.key, p_model, model_art.key, model or "the embedded model")
-        if model_art is None:
-            if not p_model or not store.has(p_model):
-                raise BadInputError(f"the model of probes {probes_art.key[:12]} is not in this store", "pass --model")
-            model_art = store.get(p_model)
-    else:
-        from itictl.extract import run_extract
-        from itictl.probe.step import run_probe
+def _render(st, chain, heads: int, alpha: float, prompt: Optional[str]) -> None:
+    from itictl.intervene.build import read_intervention
 
-        validate_options(folds, fold, val_ratio, split, "torch")
-        acts, _ = run_extract(store, model_spec_of(model_art), "tqa_mc2", ddir, limit=limit, dtype=dtype,
-                              device=device, out=st.out, revision=revision_of(model_art),
-                              device_map=dmap)
-        probes_art, _ = run_probe(store, acts, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split,
-                                  backend="torch", out=st.out)
-    if tuning:
-        tuning_art = store.open(tuning, kind="activations")
-    else:
-        from itictl.extract import run_extract
-
-        tuning_art, _ = run_extract(store, model_spec_of(model_art), tuning_dataset, ddir, limit=limit, dtype=dtype,
-                                    device=device, seed=seed, out=st.out, revision=revision_of(model_art),
-                                    device_map=dmap)
-    art, cached = run_intervene(store, probes_art, tuning_art, heads=heads, alpha=alpha, direction=direction,
-                                seed=seed, out=st.out, model_key=model_art.key)
+    art, cached = chain.intervention, chain.cached
     info = read_intervention(art)
-    doc: dict[str, Any] = artifact_doc(art, cached, probes=probes_art.key, tuning=tuning_art.key,
-                                       model=model_art.key, heads=info["heads"], layers=info["layers"],
+    doc: dict[str, Any] = artifact_doc(art, cached, probes=chain.probes.key, tuning=chain.tuning.key,
+                                       model=chain.model.key, heads=info["heads"], layers=info["layers"],
                                        alpha=info["alpha"], direction=info["direction"])
-    if prompt is not None:
-        from itictl.intervene.build import load_deltas
-        from itictl.models import load_model
-        from itictl.intervene.steering import steered_generate
-
-        lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap)
-        deltas = load_deltas(art)
-        with st.out.status("generating"):
-            doc["unsteered"] = steered_generate(lm.model, lm.tokenizer, [prompt], None, max_new_tokens, chat)[0]
-            doc["steered"] = steered_generate(lm.model, lm.tokenizer, [prompt], deltas, max_new_tokens, chat,
-                                              positions=positions)[0]
-        doc["prompt"] = prompt
+    if chain.answers is not None:
+        doc.update(chain.answers, prompt=prompt)
 
     def render(console) -> None:
         from rich.table import Table

@@ -1,16 +1,28 @@
 """`itictl probe`: train per-head linear probes on one fold and rank heads (a `probes` artifact).
 
-Thin: resolves (or builds, via itictl.extract.run_extract) the activations, calls
-itictl.probe.step.run_probe, prints the artifact doc plus the best heads and a terminal heatmap.
+Thin: itictl.pipeline.build_probes resolves (or builds) the activations and trains one fold's probes;
+prints the artifact doc plus the best heads and a terminal heatmap.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from itictl.cli.common import artifact_doc, state
+from itictl.cli.options import (
+    DataOpt,
+    DeviceOpt,
+    FoldOpt,
+    FoldsOpt,
+    LimitOpt,
+    ModelOpt,
+    RevisionOpt,
+    SeedOpt,
+    SplitOpt,
+    ValRatioOpt,
+)
 
 HELP = "Train per-head linear probes and rank heads"
 
@@ -51,37 +63,23 @@ def render_probes(console, doc: dict[str, Any], val_acc) -> None:
 
 def probe(
     ctx: typer.Context,
-    activations: Optional[str] = typer.Option(None, "--activations", "-a", metavar="REF",
-                                              help="An activations artifact (ref, key or prefix); else built from --model/--dataset."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model for building activations (default: the embedded one)."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Hub revision (branch, tag or commit) of a Hub model."),
-    dataset: str = typer.Option("tqa_mc2", "--dataset", "-d", help="Prompt format for building activations."),
-    data: Optional[str] = typer.Option(None, "--data", metavar="DIR", help="TruthfulQA folder (else $ITICTL_DATA, else the Hub)."),
-    limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1, help="Only the first N prompts (when building activations)."),
-    folds: int = typer.Option(2, "--folds", help="Number of question folds."),
-    fold: int = typer.Option(0, "--fold", help="Which fold is the test fold (0-based)."),
-    val_ratio: float = typer.Option(0.2, "--val-ratio", help="Share of the training questions held out for validation."),
-    seed: int = typer.Option(42, "--seed", help="Seed for the fold shuffle and the validation split."),
-    split: str = typer.Option("random", "--split", help="random (seeded shuffle) or contiguous (the reference's np.array_split)."),
-    backend: str = typer.Option("torch", "--backend", help="torch (all heads at once) or sklearn (per-head loop, like the reference)."),
-    device: str = typer.Option("auto", "--device", help="Device for building activations and batched training: auto, cpu, cuda."),
+    activations: Annotated[Optional[str], typer.Option(
+        "--activations", "-a", metavar="REF",
+        help="An activations artifact (ref, key or prefix); else built from --model/--dataset.")] = None,
+    model: ModelOpt = None, revision: RevisionOpt = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Prompt format for building activations.")] = "tqa_mc2",
+    data: DataOpt = None, limit: LimitOpt = None, folds: FoldsOpt = 2, fold: FoldOpt = 0,
+    val_ratio: ValRatioOpt = 0.2, seed: SeedOpt = 42, split: SplitOpt = "random",
+    backend: Annotated[str, typer.Option(
+        "--backend", help="torch (all heads at once) or sklearn (per-head loop, like the reference).")] = "torch",
+    device: DeviceOpt = "auto",
 ) -> None:
-    from itictl.config import data_dir
-    from itictl.probe.step import load_probes, validate_options, run_probe
+    from itictl.pipeline import ChainSpec, build_probes
+    from itictl.probe.step import load_probes
 
     st = state(ctx)
-    validate_options(folds, fold, val_ratio, split, backend)  # fail before any extraction
-    if activations:
-        acts = st.store.open(activations, kind="activations")
-    else:
-        from itictl.extract import run_extract
-
-        acts, _ = run_extract(st.store, model, dataset, data_dir(data), limit=limit, device=device, out=st.out,
-                              revision=revision)
-    from itictl.models.devices import resolve_device
-
-    train_dev = resolve_device(device)  # validated: a bad --device exits 4, not a traceback
-    art, cached = run_probe(st.store, acts, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed, split=split,
-                            backend=backend, out=st.out, device=train_dev)
+    spec = ChainSpec(model=model, revision=revision, data_dir=data, dataset=dataset, limit=limit, folds=folds,
+                     val_ratio=val_ratio, split=split, seed=seed, backend=backend, device=device)
+    acts, art, cached = build_probes(st.store, spec, fold=fold, acts_ref=activations, probe_device=device, out=st.out)
     doc = artifact_doc(art, cached, activations=acts.key, **probe_summary(art))
     st.out.result(doc, lambda console: render_probes(console, doc, load_probes(art).val_acc))

@@ -1,9 +1,10 @@
 """`itictl push`: upload a baked model (or an intervention, exported as safetensors) with a model
-card to the Hugging Face Hub. Thin: itictl.publish.push builds the plan and uploads it."""
+card to the Hugging Face Hub. Thin: itictl.publish.push.run_push resolves the ref, builds the plan and
+uploads it."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,47 +20,31 @@ HF_TOKEN and is never written anywhere. --dry-run lists the files and prints the
 
 def push(
     ctx: typer.Context,
-    ref: Optional[str] = typer.Argument(None, help="Baked-model or intervention ref (default: see above)."),
-    repo: Optional[str] = typer.Option(None, "--repo", help="Hub repo OWNER/NAME (required)."),
-    private: bool = typer.Option(False, "--private", help="Create the repo as private."),
-    revision: Optional[str] = typer.Option(None, "--revision", help="Branch to commit to (created if missing)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List files and print the card; no network."),
-    token: Optional[str] = typer.Option(None, "--token", help="Hub token (else HF_TOKEN). Never stored."),
-    license: Optional[str] = typer.Option(None, "--license", help="License id for the card (default: the base model's, else 'other')."),
-    message: Optional[str] = typer.Option(None, "--message", "-m", help="Commit message."),
+    ref: Annotated[Optional[str], typer.Argument(help="Baked-model or intervention ref, or an eval ref (its "
+                                                      "intervention); default: see above.")] = None,
+    repo: Annotated[Optional[str], typer.Option("--repo", help="Hub repo OWNER/NAME (required).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
+    revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to commit to (created if missing).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List files and print the card; no network.")] = False,
+    token: Annotated[Optional[str], typer.Option("--token", help="Hub token (else HF_TOKEN). Never stored.")] = None,
+    license: Annotated[Optional[str], typer.Option(
+        "--license", help="License id for the card (default: the base model's, else 'other').")] = None,
+    message: Annotated[Optional[str], typer.Option("--message", "-m", help="Commit message.")] = None,
 ) -> None:
-    from itictl.publish import push as hub
-    st = state(ctx)
-    if token:
-        from itictl.secrets import register_secret
+    from itictl.publish.push import run_push
 
-        register_secret(token)
-    repo_id = hub.validate_repo_id(repo)
-    tok = None if dry_run else hub.resolve_token(token)
-    store = st.store
-    art = store.open(ref) if ref else hub.default_push_ref(store, st.out)
-    plan = hub.push_plan(store, art, repo_id, license=license)
-    try:
-        files = plan.names()
-        doc = {"artifact": art.key, "kind": art.kind, "repo": repo_id, "files": files,
-               "dry_run": dry_run, "revision": revision or "main", "private": private}
-        if dry_run:
-            doc["card"] = plan.card
-        else:
-            st.out.info(f"pushing {len(files)} files to {repo_id}")
-            doc.update(hub.upload(plan, repo_id, token=tok, private=private, revision=revision,
-                                  commit_message=message))
-    finally:
-        plan.cleanup()
+    st = state(ctx)
+    doc = run_push(st.store, ref, repo, token=token, private=private, revision=revision, dry_run=dry_run,
+                   license=license, message=message, out=st.out)
 
     def render(console):
         if dry_run:
-            console.print(f"dry run: would push {art.kind} {art.key[:12]} to {repo_id} ({doc['revision']}):")
-            for f in files:
+            console.print(f"dry run: would push {doc['kind']} {doc['artifact'][:12]} to {doc['repo']} ({doc['revision']}):")
+            for f in doc["files"]:
                 console.print(f"  {f}")
             console.print("--- README.md ---")
-            console.print(plan.card, markup=False, highlight=False)
+            console.print(doc["card"], markup=False, highlight=False)
         else:
-            console.print(f"pushed {len(files)} files to {doc['url']} (commit {doc['commit'][:12]})")
+            console.print(f"pushed {len(doc['files'])} files to {doc['url']} (commit {doc['commit'][:12]})")
 
     st.out.result(doc, render)

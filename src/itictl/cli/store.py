@@ -119,11 +119,21 @@ def verify(ctx: typer.Context, ref: Optional[str] = typer.Argument(None, help="R
     st.out.result(doc, render)
 
 
-@app.command("gc", help="Delete objects no ref reaches (mark-and-sweep) and abandoned tmp work.")
-def gc(ctx: typer.Context, dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing.")) -> None:
+@app.command("gc", short_help="Delete objects no ref reaches (mark-and-sweep) and abandoned tmp work.",
+             help="Delete objects no ref reaches (mark-and-sweep) and abandoned tmp work. The resumable "
+                  "work of an unfinished step (tmp/KEY.work) stays until the step finishes, unless --work.")
+def gc(
+    ctx: typer.Context,
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing."),
+    work: bool = typer.Option(False, "--work", help="Also delete the resumable work (tmp/KEY.work) of "
+                              "interrupted steps, so a rerun starts afresh. Work of a running step is never deleted."),
+    keep: list[str] = typer.Option([], "--keep", metavar="REF",
+                                   help="Also keep this ref, key or prefix and its parents (repeatable)."),
+) -> None:
     st = state(ctx)
     st.lease = False  # gc takes the store lease exclusively
-    doc = st.store.gc(dry_run=dry_run)
+    roots = [st.store.resolve(r) for r in keep]
+    doc = st.store.gc(roots, dry_run=dry_run, work=work)
 
     def render(console):
         verb = "would remove" if dry_run else "removed"
@@ -131,6 +141,9 @@ def gc(ctx: typer.Context, dry_run: bool = typer.Option(False, "--dry-run", help
                       f"{len(doc['tmp_removed'])} tmp entries; kept {len(doc['kept'])}")
         for k in doc["removed"]:
             console.print(f"  {k[:12]}")
+        if doc["work_kept"]:
+            console.print(f"kept {len(doc['work_kept'])} resumable work dirs of unfinished steps "
+                          "(`itictl store gc --work` deletes them)")
 
     st.out.result(doc, render)
 

@@ -51,7 +51,11 @@ def _attn_impl(model: Any) -> str:
 
 
 def supports_tree_masks(model: Any) -> bool:
-    return _attn_impl(model) in TREE_MASK_ATTN
+    """sdpa/eager attention and an architecture that takes packed rows as given
+    (models.arch.tree_masks_ok: table entries the architecture matrix checks; not ALiBi models)."""
+    from itictl.models.arch import tree_masks_ok
+
+    return _attn_impl(model) in TREE_MASK_ATTN and tree_masks_ok(model)
 
 
 def split_unit(prefix: list[int], children: Sequence[list[int]], capacity: int) -> list[Unit]:
@@ -115,8 +119,19 @@ def build_batch(units: Sequence[Unit], rows: Sequence[Sequence[int]], *, device:
     a float dtype -> additive mask (0 / dtype min) for eager attention. pad_to: pad rows to at
     least this length, so that nearly every forward has one shape (attention kernels such as
     cuDNN's build a plan per shape; rows are nearly full, so this costs ~1-2 % tokens)."""
+    from itictl.compute.batching import to_device
+
+    ids, pos, seg, anc, where = _layout(units, rows, pad_id, prefix, pad_to)
+    ids_t, pos_t, seg_t, anc_t = (to_device(a, device) for a in (ids, pos, seg, anc))
+    return PackedBatch(ids_t, pos_t, _tree_mask(seg_t, anc_t, device, mask_dtype), where)
+
+
+def _layout(units: Sequence[Unit], rows: Sequence[Sequence[int]], pad_id: int, prefix: Sequence[int],
+            pad_to: int):
+    """Numpy arrays for the rows: token ids, position ids and segment ids [B, T], the ancestor
+    relation between segments anc [B, S, S] (segment S-1 is padding), and where every (unit,
+    segment) starts."""
     import numpy as np
-    import torch
 
     P = len(prefix)
     fills = [P + sum(units[u].length for u in r) for r in rows]
@@ -159,9 +174,15 @@ def build_batch(units: Sequence[Unit], rows: Sequence[Sequence[int]], *, device:
                 s += 1
         seg[b, col:] = S - 1  # padding: position 0 (valid for learned position tables of any size)
     anc[:, S - 1, S - 1] = True
-    from itictl.compute.batching import to_device
+    return ids, pos, seg, anc, where
 
-    ids_t, pos_t, seg_t, anc_t = (to_device(a, device) for a in (ids, pos, seg, anc))
+
+def _tree_mask(seg_t: Any, anc_t: Any, device: Any, mask_dtype: Any) -> Any:
+    """[B, 1, T, T] mask from segment ids [B, T] and segment ancestry [B, S, S]: a token sees the
+    tokens of its ancestor segments and the earlier tokens of its own segment."""
+    import torch
+
+    B, T = seg_t.shape
     bi = torch.arange(B, device=device)[:, None, None]
     m = anc_t[bi, seg_t[:, :, None], seg_t[:, None, :]]                      # [B, T, T]
     same = seg_t[:, :, None] == seg_t[:, None, :]
@@ -170,7 +191,7 @@ def build_batch(units: Sequence[Unit], rows: Sequence[Sequence[int]], *, device:
     m = m[:, None]                                                           # [B, 1, T, T]
     if mask_dtype is not None and mask_dtype != torch.bool:
         m = torch.zeros(m.shape, dtype=mask_dtype, device=device).masked_fill_(~m, torch.finfo(mask_dtype).min)
-    return PackedBatch(ids_t, pos_t, m, where)
+    return m
 
 
 def mask_dtype_for(model: Any) -> Any:

@@ -96,8 +96,14 @@ def _cached_files(repo: str) -> list[str]:
 
 
 def _map_error(e: Exception, repo: str, filename: str | None, online: bool, hint: str) -> Exception:
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     what = f"{repo}/{filename}" if filename else repo
     if isinstance(e, (OfflineModeIsEnabled, LocalEntryNotFoundError)) or not online:

@@ -20,7 +20,8 @@ import numpy as np
 from itictl.data.truthfulqa import TruthfulQA, iter_answers
 from itictl.errors import BadInputError
 
-FORMATS = ("tqa_mc2", "tqa_gen", "tqa_gen_end_q")
+FORMATS = ("tqa_mc2", "tqa_gen", "tqa_gen_end_q")  # the one list of prompt formats
+SEEDED_FORMATS = ("tqa_gen_end_q",)  # formats whose prompts depend on the seed
 
 
 @dataclass(frozen=True)

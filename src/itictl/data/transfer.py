@@ -50,7 +50,8 @@ def _items(records: list[Any], name: str) -> list[TransferItem]:
     for i, r in enumerate(records):
         if not isinstance(r, dict) or any(c not in r for c in COLUMNS):
             have = ", ".join(map(str, r)) if isinstance(r, dict) else type(r).__name__
-            raise BadInputError(f"{name} row {i} lacks column(s) {', '.join(c for c in COLUMNS if not isinstance(r, dict) or c not in r)} "
+            missing = ", ".join(c for c in COLUMNS if not isinstance(r, dict) or c not in r)
+            raise BadInputError(f"{name} row {i} lacks column(s) {missing} "
                                 f"(has: {have})", "the columns must be question, answer, false_answer")
         if not isinstance(r["question"], str) or not isinstance(r["false_answer"], str):
             raise BadInputError(f"{name} row {i}: question and false_answer must be strings", "fix the file")
@@ -83,7 +84,8 @@ def read_transfer_file(path: Path) -> list[TransferItem]:
             try:
                 records = pq.read_table(path).to_pylist()
             except Exception as e:  # noqa: BLE001
-                raise BadInputError(f"{name} is not a readable parquet file ({type(e).__name__})", "fix or re-download it") from None
+                raise BadInputError(f"{name} is not a readable parquet file ({type(e).__name__})",
+                                    "fix or re-download it") from None
         elif ext == ".jsonl":
             records = []
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):

@@ -1,13 +1,11 @@
-"""TruthfulQA: reading the two source files (local or Hub), joining them into one normalised
-table in multiple-choice order, its content digest, and the `dataset` store artifact.
+"""TruthfulQA: joining the rows of its two source files (read by data/tqa_files.py, local or
+Hub) into one normalised table in multiple-choice order, its content digest, TruthfulQA's answer
+conventions, and the `dataset` store artifact.
 
-Sources (docs/data.md has the details):
-- `generation` = TruthfulQA.csv (Type, Category, Question, Best Answer, Correct Answers,
-  Incorrect Answers, Source); answers are split like the Hub builder does (split on ';', strip),
-  rows without correct or incorrect answers are skipped like the Hub builder does, and empty
-  pieces (from trailing ';') are dropped like TruthfulQA's `split_multi_answer` does.
-- `multiple_choice` = mc_task.json ({question, mc1_targets {answer: 0|1}, mc2_targets}), whose
-  order is the table's order (`index`) and whose question text is the table's question text.
+Table (docs/data.md has the details): the `generation` rows (TruthfulQA.csv) give category, type,
+source and the answers, with empty pieces (from trailing ';') dropped like TruthfulQA's
+`split_multi_answer` does; the `multiple_choice` rows (mc_task.json) give the targets, the
+table's order (`index`) and the table's question text.
 
 The two files are joined per question: exact text, then normalised text (Unicode NFKC, straight
 quotes, collapsed whitespace), then a fuzzy match that must be the unique best (difflib ratio) and
@@ -20,10 +18,8 @@ artifact's key depends on content, never on where the files were read from.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import hashlib
-import io
 import json
 import re
 import unicodedata
@@ -31,22 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from itictl.errors import BadInputError, CorruptObjectError, NotFoundError
+from itictl.data.tqa_files import CSV_FILE, FIX_HINT, MC_FILE, GenRow, MCRow, Target, read_hub, read_local
+from itictl.errors import BadInputError, CorruptObjectError
 
 NAME = "truthfulqa"
 SCHEMA = 1
-CSV_FILE = "TruthfulQA.csv"
-MC_FILE = "mc_task.json"
-HUB_REPO = "truthfulqa/truthful_qa"
-HUB_FILES = {"generation": "generation/validation-00000-of-00001.parquet",
-             "multiple_choice": "multiple_choice/validation-00000-of-00001.parquet"}
-CSV_COLUMNS = ("Type", "Category", "Question", "Best Answer", "Correct Answers", "Incorrect Answers", "Source")
 NO_COMMENT = "I have no comment."
 FUZZY_MIN_RATIO = 0.9
 FUZZY_MIN_MARGIN = 0.05
-FIX_HINT = "pass --data DIR with TruthfulQA.csv and mc_task.json from the same TruthfulQA release"
-
-Target = tuple[str, int]
 
 
 # ---- TruthfulQA's own answer conventions ---------------------------------------------------------
@@ -138,113 +126,6 @@ def table_digest(questions: Sequence[Question]) -> str:
     return hashlib.sha256(canonical_json(table_doc(questions)).encode("utf-8")).hexdigest()
 
 
-# ---- raw rows ------------------------------------------------------------------------------------
-@dataclass
-class _GenRow:
-    type: str
-    category: str
-    question: str
-    best_answer: str
-    correct_answers: list[str]
-    incorrect_answers: list[str]
-    source: str
-
-
-@dataclass
-class _MCRow:
-    question: str
-    mc1_targets: list[Target]
-    mc2_targets: list[Target]
-
-
-def _hf_split(text: str) -> list[str]:
-    """The Hub builder's `_split_csv_list`: strip, split on ';', strip each (keeps empties)."""
-    return [p.strip() for p in text.strip().split(";")]
-
-
-def _read_csv(path: Path) -> list[_GenRow]:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path.name} not found in {path.parent}", FIX_HINT) from None
-    except UnicodeDecodeError as e:
-        raise BadInputError(f"{path} is not UTF-8 text (byte {e.start})", "use the CSV from the TruthfulQA repository") from None
-    except OSError as e:
-        raise BadInputError(f"cannot read {path}: {e.strerror}", FIX_HINT) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    cols = reader.fieldnames or []
-    missing = [c for c in CSV_COLUMNS if c not in cols]
-    if missing:
-        raise BadInputError(f"{path} lacks column(s) {', '.join(missing)} (has: {', '.join(cols) or 'nothing'})",
-                            f"the header must be {','.join(CSV_COLUMNS)}")
-    rows = []
-    try:
-        for rec in reader:
-            if None in rec or any(rec.get(c) is None for c in CSV_COLUMNS):
-                raise BadInputError(f"{path} line {reader.line_num}: wrong number of fields",
-                                    "quote fields that contain commas")
-            if not rec["Correct Answers"] or not rec["Incorrect Answers"]:
-                continue  # the Hub builder skips rows without references
-            rows.append(_GenRow(rec["Type"], rec["Category"], rec["Question"], rec["Best Answer"],
-                                _hf_split(rec["Correct Answers"]), _hf_split(rec["Incorrect Answers"]), rec["Source"]))
-    except csv.Error as e:
-        raise BadInputError(f"{path} line {reader.line_num}: {e}", "fix the CSV quoting") from None
-    if not rows:
-        raise BadInputError(f"{path} has no questions", FIX_HINT)
-    return rows
-
-
-def _targets(obj: Any, where: str) -> list[Target]:
-    """{answer: 0|1} (mc_task.json) or {choices: [...], labels: [...]} (Hub) -> [(text, label)]."""
-    if isinstance(obj, dict) and set(obj) == {"choices", "labels"}:
-        pairs = list(zip(_as_list(obj["choices"]), _as_list(obj["labels"])))
-        if len(_as_list(obj["choices"])) != len(_as_list(obj["labels"])):
-            raise BadInputError(f"{where}: choices and labels differ in length", FIX_HINT)
-    elif isinstance(obj, dict):
-        pairs = list(obj.items())
-    else:
-        raise BadInputError(f"{where} is not an object of answer: label", FIX_HINT)
-    out = []
-    for text, label in pairs:
-        if not isinstance(text, str) or label not in (0, 1):
-            raise BadInputError(f"{where}: bad entry {str(text)[:40]!r}: {label!r} (labels must be 0 or 1)", FIX_HINT)
-        out.append((text, int(label)))
-    if not out:
-        raise BadInputError(f"{where} is empty", FIX_HINT)
-    return out
-
-
-def _as_list(x: Any) -> list:
-    return x.tolist() if hasattr(x, "tolist") else list(x)
-
-
-def _read_mc(path: Path) -> list[_MCRow]:
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFoundError(f"{path.name} not found in {path.parent}", FIX_HINT) from None
-    except UnicodeDecodeError:
-        raise BadInputError(f"{path} is not UTF-8 text", FIX_HINT) from None
-    except json.JSONDecodeError as e:
-        raise BadInputError(f"{path} is not valid JSON (line {e.lineno}: {e.msg})", FIX_HINT) from None
-    except OSError as e:
-        raise BadInputError(f"cannot read {path}: {e.strerror}", FIX_HINT) from None
-    return _mc_rows(doc, path.name)
-
-
-def _mc_rows(doc: Any, name: str) -> list[_MCRow]:
-    if not isinstance(doc, list) or not doc:
-        raise BadInputError(f"{name} must be a non-empty JSON list of questions", FIX_HINT)
-    rows = []
-    for i, rec in enumerate(doc):
-        if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) \
-                or "mc1_targets" not in rec or "mc2_targets" not in rec:
-            raise BadInputError(f"{name} item {i} lacks question / mc1_targets / mc2_targets", FIX_HINT)
-        rows.append(_MCRow(rec["question"], _targets(rec["mc1_targets"], f"{name} item {i} mc1_targets"),
-                           _targets(rec["mc2_targets"], f"{name} item {i} mc2_targets")))
-    return rows
-
-
 # ---- joining -------------------------------------------------------------------------------------
 _QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
                          "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"', "\u00a0": " "})
@@ -255,7 +136,7 @@ def normalise_text(s: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", s).translate(_QUOTES)).strip()
 
 
-def _join_check(mc: _MCRow, gen: _GenRow) -> bool:
+def _join_check(mc: MCRow, gen: GenRow) -> bool:
     """A non-exact join must agree on answers: MC1's true answer is the CSV's best answer, or the
     MC2 true answers share one with the CSV's correct answers (both closed with '.')."""
     mc1_true = {normalise_text(t) for t, l in mc.mc1_targets if l == 1}
@@ -265,7 +146,7 @@ def _join_check(mc: _MCRow, gen: _GenRow) -> bool:
     return bool(mc2_true & {normalise_text(format_best(a)) for a in gen.correct_answers if a})
 
 
-def join_rows(gen: Sequence[_GenRow], mc: Sequence[_MCRow]) -> tuple[list[int], list[dict[str, Any]]]:
+def join_rows(gen: Sequence[GenRow], mc: Sequence[MCRow]) -> tuple[list[int], list[dict[str, Any]]]:
     """For each MC row, the index of its generation row; plus a report of the non-exact joins."""
     match: list[int | None] = [None] * len(mc)
     used: set[int] = set()
@@ -319,7 +200,7 @@ def join_rows(gen: Sequence[_GenRow], mc: Sequence[_MCRow]) -> tuple[list[int], 
     return [int(j) for j in match], report  # type: ignore[arg-type]
 
 
-def build_table(gen: Sequence[_GenRow], mc: Sequence[_MCRow], origin: str) -> TruthfulQA:
+def build_table(gen: Sequence[GenRow], mc: Sequence[MCRow], origin: str) -> TruthfulQA:
     match, report = join_rows(gen, mc)
     questions = []
     for i, (m, j) in enumerate(zip(mc, match)):
@@ -337,57 +218,8 @@ def build_table(gen: Sequence[_GenRow], mc: Sequence[_MCRow], origin: str) -> Tr
 def load_truthfulqa(data_dir: Path | str | None) -> TruthfulQA:
     """The normalised table from `data_dir` (TruthfulQA.csv + mc_task.json), or from the Hub
     dataset truthfulqa/truthful_qa (configs generation + multiple_choice) when data_dir is None."""
-    if data_dir is None:
-        return _load_hub()
-    d = Path(data_dir).expanduser()
-    if not d.exists():
-        raise NotFoundError(f"data directory {d} does not exist", FIX_HINT)
-    if not d.is_dir():
-        raise BadInputError(f"--data {d} is a file, not a directory", FIX_HINT)
-    for name in (CSV_FILE, MC_FILE):
-        if not (d / name).is_file():
-            raise NotFoundError(f"{name} not found in {d}", FIX_HINT)
-    return build_table(_read_csv(d / CSV_FILE), _read_mc(d / MC_FILE), origin=f"local:{d.resolve()}")
-
-
-def _read_parquet(path: Path, what: str) -> list[dict[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise BadInputError(f"reading {what} from the Hub needs pyarrow",
-                            "pip install pyarrow, or pass --data DIR") from None
-    try:
-        return pq.read_table(path).to_pylist()
-    except Exception as e:  # noqa: BLE001 - any parse failure is bad input
-        raise BadInputError(f"cannot read {what} ({path.name}): {type(e).__name__}",
-                            "delete it from the Hugging Face cache and retry, or pass --data DIR") from None
-
-
-def _hub_config_file(config: str) -> Path:
-    """The config's validation parquet: the usual file name, else whatever the repo lists."""
-    from itictl.data.hub import hub_download, hub_list
-
-    try:
-        return hub_download(HUB_REPO, HUB_FILES[config])
-    except NotFoundError:
-        found = [f for f in hub_list(HUB_REPO) if f.startswith(config + "/") and f.endswith(".parquet")]
-        found = [f for f in found if "validation" in f] or found
-        if not found:
-            raise NotFoundError(f"Hub dataset {HUB_REPO} has no {config} parquet file", FIX_HINT) from None
-        return hub_download(HUB_REPO, sorted(found)[0])
-
-
-def _load_hub() -> TruthfulQA:
-    gen_path, mc_path = _hub_config_file("generation"), _hub_config_file("multiple_choice")
-    gen_rows = []
-    for i, r in enumerate(_read_parquet(gen_path, "the generation config")):
-        try:
-            gen_rows.append(_GenRow(r["type"], r["category"], r["question"], r["best_answer"],
-                                    list(r["correct_answers"]), list(r["incorrect_answers"]), r["source"]))
-        except (KeyError, TypeError):
-            raise BadInputError(f"Hub generation config row {i} lacks a column", "pass --data DIR") from None
-    mc_rows = _mc_rows(_read_parquet(mc_path, "the multiple_choice config"), "multiple_choice config")
-    return build_table(gen_rows, mc_rows, origin=f"hub:{HUB_REPO}")
+    gen, mc, origin = read_hub() if data_dir is None else read_local(data_dir)
+    return build_table(gen, mc, origin=origin)
 
 
 # ---- store artifact ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 """TruthfulQA evaluation: MC scoring, generation, judges, BLEU/ROUGE, CE/KL, k-fold runner, sweeps.
 
-Modules: presets (prompts), mc, generate, judges, text_metrics, natural_text, runner, sweep, plots.
+Modules: presets (prompts), mc, generate, text_metrics, natural_text, runner, sweep, plots. The
+judges live in itictl.judge (evaluate -> judge).
 """

@@ -9,7 +9,7 @@ from the tokenizer (the tokens that tokenize(context + answer) adds after tokeni
 character offsets when the two disagree), never by a hard-coded count.
 
 Speed: every context starts with the same prefix (instruction + primer). Contexts and answers are
-tree-packed (extraction/packing.py): each row holds the prefix once, then whole questions each
+tree-packed (compute/packing.py): each row holds the prefix once, then whole questions each
 followed by its answers, under a mask that lets every answer see only the prefix, its question and
 itself, with the position ids it would have alone. One forward per ~batch_tokens tokens, no KV-cache
 copies; the LM head runs only on the positions that predict answer tokens. The intervention, when
@@ -73,11 +73,9 @@ def harness_items(questions: Sequence[Any]) -> list[MCItem]:
     """lm-eval-harness targets: mc2 choices (label 1/0) and mc1's choices (the first is correct)."""
     items = []
     for q in questions:
-        # lm-eval splits true/false at the first 0 label (questions 25 and 208 list a 1 after a 0)
-        labels = [lab for _, lab in q.mc2_targets]
-        split = labels.index(0) if 0 in labels else len(labels)
-        t2 = [a for a, _ in q.mc2_targets[:split]]
-        f2 = [a for a, _ in q.mc2_targets[split:]]
+        # lm-eval ≥ 0.4.9 (mc2 v3.0): labels == 1 is the true set (questions 25 and 208 list a 1 after a 0)
+        t2 = [a for a, lab in q.mc2_targets if lab == 1]
+        f2 = [a for a, lab in q.mc2_targets if lab != 1]
         mc1 = list(q.mc1_targets)
         best = next(a for a, lab in mc1 if lab)
         mc1_false = [a for a, lab in mc1 if not lab]
@@ -191,39 +189,67 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
                  dist=None) -> list[list[float]]:
     """Summed answer log-probs, tree-packed: each row holds the prefix once, then whole questions,
     each followed by its answers (every answer sees the prefix, its question and itself only; see
-    extraction/packing.py). One forward per ≤ batch_tokens; the LM head runs only on the positions
+    compute/packing.py). One forward per ≤ batch_tokens; the LM head runs only on the positions
     that predict answer tokens. The intervention edits answer tokens only (a TokenMask).
     Under torchrun (`dist` of world > 1) every rank plans the same forwards, computes the ones
     assign_balanced gives it and all ranks gather every score: the same numbers as one process."""
-    import torch
-
     from itictl.compute import distributed as D
-    from itictl.compute.batching import to_device
-    from itictl.extract.engine import pad_token_id
-    from itictl.compute.packing import (Unit, batch_rows, build_batch, mask_dtype_for, pack_rows, split_unit,
-                                           supports_tree_masks)
-    from itictl.models.arch import decoder_stack
-    from itictl.intervene.steering import TokenMask
+    from itictl.compute.packing import supports_tree_masks
 
     dev = _device(model)
+    n_rows = sum(len(g.continuations) for g in groups)
     if not supports_tree_masks(model):  # e.g. flash-attention models: the reference loop
         out = score_groups_naive(model, tok, groups, steer, progress)
         if stats is not None:
-            stats.update(prefix_tokens=0, fallback_rows=sum(len(g.continuations) for g in groups),
-                         rows=sum(len(g.continuations) for g in groups))
+            stats.update(prefix_tokens=0, fallback_rows=n_rows, rows=n_rows)
         return out
     p_ids = _ids(tok, prefix)
-    L0 = len(p_ids)
     plan = _plan(tok, p_ids, groups)
     if stats is not None:
-        stats.update(prefix_tokens=L0, fallback_rows=sum(len(p[3]) for p in plan),
-                     rows=sum(len(g.continuations) for g in groups))
+        stats.update(prefix_tokens=len(p_ids), fallback_rows=sum(len(p[3]) for p in plan), rows=n_rows)
+    dist = dist or D.SINGLE
+    pk = _pack(plan, p_ids, "cuda" if dev.type == "cuda" else "cpu", batch_tokens, row_tokens, dist.world_size)
+    done_groups: set[int] = set()  # groups this rank has reported to `progress`
+
+    def mine() -> dict[tuple[int, int], float]:
+        return _score_forwards(model, tok, pk, dist.rank, dev, steer, progress, done_groups)
+
+    scores: dict[tuple[int, int], float] = {}
+    for part in D.run_phase("multiple-choice scoring", mine, dist):  # a failure on any rank fails all
+        scores.update(part)
+    return _collect(model, tok, groups, plan, scores, steer, progress, done_groups)
+
+
+# plan entry per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows)
+PlanEntry = tuple[int, list[int] | None, list[tuple[int, list[int]]], list[int]]
+
+
+@dataclass
+class _Packing:
+    """Every packable answer laid out for the forwards: units (a question and some of its answers,
+    compute/packing.Unit), rows of units, forwards of rows and the rank that computes each forward."""
+
+    p_ids: list[int]                     # the shared prefix, at the start of every row
+    row_len: int                         # rows are padded to at least this many tokens
+    units: list[Any]
+    owner: list[tuple[int, list[int]]]   # per unit: (group index, answer row indices)
+    layout: list[list[int]]              # per row: unit indices
+    forwards: list[list[int]]            # per forward: row indices
+    rank_of: list[int]                   # per forward: the rank that computes it
+
+
+def _pack(plan: Sequence[PlanEntry], p_ids: list[int], kind: str, batch_tokens: int | None,
+          row_tokens: int | None, world_size: int) -> _Packing:
+    """Split questions with many answers into units that fit a row, pack units into rows, rows into
+    forwards of ≤ batch_tokens, and balance the forwards over the ranks (every rank plans alike)."""
+    from itictl.compute import distributed as D
+    from itictl.compute.packing import Unit, batch_rows, pack_rows, split_unit
+
+    L0 = len(p_ids)
     longest = max((len(p[1]) + max((len(a) for _, a in p[2]), default=0) for p in plan if p[1] is not None), default=1)
-    kind = "cuda" if dev.type == "cuda" else "cpu"
     R = max(row_tokens or ROW_TOKENS[kind], L0 + longest)
-    bt = batch_tokens or BATCH_TOKENS[kind]
     units: list[Unit] = []
-    owner: list[tuple[int, list[int]]] = []  # per unit: (group index, answer row indices)
+    owner: list[tuple[int, list[int]]] = []
     for gi, q, rows, _fb in plan:
         if q is None or not rows:
             continue
@@ -235,83 +261,109 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
             k += n
     lengths = [u.length for u in units]
     layout = pack_rows(lengths, R - L0)
-    stack = decoder_stack(model)
-    mdt = mask_dtype_for(model)
-    pad = pad_token_id(tok)
-    dist = dist or D.SINGLE
-    forwards = batch_rows(layout, lengths, bt, prefix_len=L0)
+    forwards = batch_rows(layout, lengths, batch_tokens or BATCH_TOKENS[kind], prefix_len=L0)
     rank_of = D.assign_balanced([len(f) * max(L0 + sum(lengths[u] for u in layout[r]) for r in f) for f in forwards],
-                                dist.world_size)
+                                world_size)
+    return _Packing(p_ids, R, units, owner, layout, forwards, rank_of)
 
-    done_groups: set[int] = set()  # groups this rank has reported to `progress`
 
-    def mine() -> dict[tuple[int, int], float]:
-        """This rank's forwards -> {(group, answer): summed log-prob}."""
-        scores: dict[tuple[int, int], float] = {}
-        with torch.no_grad():
-            for fwd in (f for f, o in zip(forwards, rank_of) if o == dist.rank):
-                rows_units = [layout[r] for r in fwd]
-                pb = build_batch(units, rows_units, device=dev, pad_id=pad, mask_dtype=mdt, prefix=p_ids, pad_to=R)
-                B, T = pb.input_ids.shape
-                ans_mask = torch.zeros((B, T), dtype=torch.bool)
-                pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
-                slots: list[tuple[int, int]] = []
-                new_groups: set[int] = set()
-                for r_units in rows_units:
-                    for u in r_units:
-                        unit = units[u]
-                        gi, ris = owner[u]
-                        b, cq = pb.where[(u, 0)]
-                        q_last = cq + len(unit.segs[0]) - 1
-                        for j, ri in enumerate(ris):
-                            a = unit.segs[1 + j]
-                            _, ca = pb.where[(u, 1 + j)]
-                            ans_mask[b, ca:ca + len(a)] = True
-                            slot = len(slots)
-                            slots.append((gi, ri))
-                            pr.extend([b] * len(a))
-                            pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
-                            tgt.extend(a)
-                            which.extend([slot] * len(a))
-                        new_groups.add(gi)
-                ctx = steer(TokenMask(to_device(ans_mask, dev))) if steer else _null()
-                with ctx:
-                    hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
-                               use_cache=False).last_hidden_state  # [B, T, hidden]
-                pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in (pr, pc, tgt, which))
-                tot = torch.zeros(len(slots), dtype=torch.float64, device=hs.device)
-                step = 4096
-                for s0 in range(0, len(pr), step):
-                    h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
-                    logp = _logits_from_hidden(model, h).log_softmax(-1)
-                    lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
-                    tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
-                    del h, logp
-                for slot, v in zip(slots, tot.tolist()):
-                    scores[slot] = v
-                del hs
-                if progress and new_groups - done_groups:
-                    progress(len(new_groups - done_groups))
-                done_groups.update(new_groups)
-        return scores
+def _score_forwards(model, tok, pk: _Packing, rank: int, dev, steer: Steer | None,
+                    progress: Callable[[int], None] | None, done_groups: set[int]) -> dict[tuple[int, int], float]:
+    """This rank's forwards -> {(group, answer row): summed log-prob}; groups first touched here
+    are reported to `progress` and added to `done_groups`."""
+    import torch
 
+    from itictl.compute.batching import to_device
+    from itictl.compute.packing import build_batch, mask_dtype_for
+    from itictl.extract.engine import pad_token_id
+    from itictl.intervene.steering import TokenMask
+    from itictl.models.arch import decoder_stack
+
+    stack, mdt, pad = decoder_stack(model), mask_dtype_for(model), pad_token_id(tok)
     scores: dict[tuple[int, int], float] = {}
-    for part in D.run_phase("multiple-choice scoring", mine, dist):  # a failure on any rank fails all
-        scores.update(part)
-    results: list[list[float] | None] = [None] * len(groups)
-    for gi, q, rows, fb in plan:  # fallback rows: every rank computes them (rare, identical)
+    with torch.no_grad():
+        for fwd in (f for f, o in zip(pk.forwards, pk.rank_of) if o == rank):
+            rows_units = [pk.layout[r] for r in fwd]
+            pb = build_batch(pk.units, rows_units, device=dev, pad_id=pad, mask_dtype=mdt, prefix=pk.p_ids,
+                             pad_to=pk.row_len)
+            ans_mask, targets, slots, new_groups = _answer_targets(pk, rows_units, pb)
+            with steer(TokenMask(to_device(ans_mask, dev))) if steer else _null():
+                hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
+                           use_cache=False).last_hidden_state  # [B, T, hidden]
+            scores.update(zip(slots, _summed_logprobs(model, hs, targets, len(slots))))
+            del hs
+            if progress and new_groups - done_groups:
+                progress(len(new_groups - done_groups))
+            done_groups.update(new_groups)
+    return scores
+
+
+def _answer_targets(pk: _Packing, rows_units: Sequence[Sequence[int]], pb):
+    """Where one forward's answers sit: the answer-token mask [B, T]; per answer token the row and
+    column that predict it, its id and its answer slot; the slots' (group, answer row); the groups."""
+    import torch
+
+    B, T = pb.input_ids.shape
+    ans_mask = torch.zeros((B, T), dtype=torch.bool)
+    pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
+    slots: list[tuple[int, int]] = []
+    groups: set[int] = set()
+    for r_units in rows_units:
+        for u in r_units:
+            unit = pk.units[u]
+            gi, ris = pk.owner[u]
+            b, cq = pb.where[(u, 0)]
+            q_last = cq + len(unit.segs[0]) - 1
+            for j, ri in enumerate(ris):
+                a = unit.segs[1 + j]
+                _, ca = pb.where[(u, 1 + j)]
+                ans_mask[b, ca:ca + len(a)] = True
+                pr.extend([b] * len(a))
+                pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
+                tgt.extend(a)
+                which.extend([len(slots)] * len(a))
+                slots.append((gi, ri))
+            groups.add(gi)
+    return ans_mask, (pr, pc, tgt, which), slots, groups
+
+
+def _summed_logprobs(model, hs, targets, n_slots: int) -> list[float]:
+    """Per answer slot, the summed log-prob of its tokens: the LM head on the predicting positions
+    of hs [B, T, hidden] only, 4,096 positions at a time."""
+    import torch
+
+    from itictl.compute.batching import to_device
+
+    pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in targets)
+    tot = torch.zeros(n_slots, dtype=torch.float64, device=hs.device)
+    step = 4096
+    for s0 in range(0, len(pr_t), step):
+        h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
+        logp = _logits_from_hidden(model, h).log_softmax(-1)
+        lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
+        tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
+        del h, logp
+    return tot.tolist()
+
+
+def _collect(model, tok, groups: Sequence[Group], plan: Sequence[PlanEntry], scores: dict[tuple[int, int], float],
+             steer: Steer | None, progress: Callable[[int], None] | None, done_groups: set[int]) -> list[list[float]]:
+    """Per group, its answers' scores in order; fallback rows (rare, identical on every rank) are
+    computed here by the reference loop."""
+    results: list[list[float]] = []
+    for gi, _q, _rows, fb in plan:
         if fb:
             g = groups[gi]
             sub = Group(g.context, [g.continuations[ri] for ri in fb])
             for ri, v in zip(fb, score_groups_naive(model, tok, [sub], steer)[0]):
                 scores[(gi, ri)] = v
-        results[gi] = [scores[(gi, ri)] for ri in range(len(groups[gi].continuations))]
+        results.append([scores[(gi, ri)] for ri in range(len(groups[gi].continuations))])
         if progress and gi not in done_groups:
             progress(1)
-    return results  # type: ignore[return-value]
+    return results
 
 
-def _plan(tok, p_ids: list[int], groups: Sequence[Group]) -> list[tuple[int, list[int] | None, list[tuple[int, list[int]]], list[int]]]:
+def _plan(tok, p_ids: list[int], groups: Sequence[Group]) -> list[PlanEntry]:
     """Per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows).
     Tokenises all contexts, then all context + answer texts, in two batched calls (the fast
     tokenizer encodes a batch in parallel; ids equal one-by-one calls)."""

@@ -1,8 +1,9 @@
 """CE loss on natural text and KL(original ‖ intervened) of next-token distributions.
 
-Owns: `load_samples` (100 samples × 128 tokens, seeded, from a text file — the reference's
-stas/openwebtext-10k is a loading-script dataset, so eval skips CE/KL without --text), `baseline`
-(the α = 0 pass, computed once and reused) and
+Owns: `load_samples` (100 windows of exactly 128 tokens, seeded, cut from the concatenated,
+tokenised paragraphs of a text file — the reference's stas/openwebtext-10k is a loading-script
+dataset, so eval skips CE/KL without --text), `baseline` (the α = 0 pass, computed once and
+reused; its log-probs are kept in float32) and
 `ce_kl` (CE of the intervened model and its KL to the baseline). Semantics of the reference's
 run_ce_loss / run_kl_wrt_orig: CE = mean over samples of the mean next-token loss; KL = mean over
 samples of Σ_t KL(p_orig,t ‖ p_int,t) / T with probabilities clamped at 1e-10. The intervention
@@ -43,23 +44,37 @@ def _text_chunks(path: Path) -> list[str]:
     return paras
 
 
+def leading_specials(tok) -> list[int]:
+    """The ids the tokenizer puts before any text (BOS for Llama tokenizers; often none)."""
+    with_sp = list(tok("a")["input_ids"])
+    plain = list(tok("a", add_special_tokens=False)["input_ids"])
+    for i in range(len(with_sp) - len(plain) + 1):
+        if with_sp[i:i + len(plain)] == plain:
+            return with_sp[:i]
+    return []
+
+
+def token_stream(tok, text_path: Path) -> list[int]:
+    """The file's paragraphs, each followed by a blank line, tokenised without special tokens and
+    concatenated (one batched tokenizer call; per paragraph, so no input exceeds the model length)."""
+    texts = [t + "\n\n" for t in _text_chunks(Path(text_path))]
+    return [i for ids in (tok(texts, add_special_tokens=False)["input_ids"] if texts else []) for i in ids]
+
+
 def load_samples(tok, text_path: Path, *, n: int = N_SAMPLES, n_tokens: int = N_TOKENS, seed: int = 42) -> list[list[int]]:
-    """`n` token windows of ≤ n_tokens (BOS included), drawn from texts long enough, seeded."""
+    """`n` windows of exactly n_tokens: the tokenizer's leading specials (BOS) + consecutive,
+    non-overlapping stretches of `token_stream`, chosen by a seeded permutation of the windows (the
+    reference takes the first 128 tokens, BOS included, of long documents)."""
     if not Path(text_path).is_file():
         raise NotFoundError(f"text file {text_path} not found", "pass --text FILE with natural text")
-    texts = _text_chunks(Path(text_path))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(texts))
-    out = []
-    for i in order:
-        ids = list(tok(texts[int(i)])["input_ids"])[:n_tokens]
-        if len(ids) >= min(n_tokens, 32):
-            out.append(ids)
-        if len(out) == n:
-            break
-    if not out:
-        raise NotFoundError(f"{text_path} has no paragraph of ≥ 32 tokens", "pass a larger natural text file")
-    return out
+    lead = leading_specials(tok)
+    width = n_tokens - len(lead)
+    stream = token_stream(tok, Path(text_path))
+    n_windows = len(stream) // width if width > 0 else 0
+    if n_windows == 0:
+        raise NotFoundError(f"{text_path} has fewer than {n_tokens} tokens", "pass a larger natural text file")
+    order = np.random.default_rng(seed).permutation(n_windows)[:n]
+    return [lead + stream[int(i) * width:(int(i) + 1) * width] for i in order]
 
 
 def _batches(samples: list[list[int]], bs: int):
@@ -103,8 +118,8 @@ def _shared(name: str, mine: Callable[[], dict[int, list]], dist) -> list:
 
 
 def baseline(model, samples: list[list[int]], batch_size: int = 8, dist=None) -> dict[str, Any]:
-    """The un-intervened pass: CE per sample and the log-probs kept for KL (on the model's device;
-    with world > 1 only this rank's batches)."""
+    """The un-intervened pass: CE per sample and the log-probs kept for KL (float32 on the device
+    that computed them, whatever the model's dtype; with world > 1 only this rank's batches)."""
     chunks = list(_batches(samples, batch_size))
     lps: dict[int, Any] = {}
 
@@ -113,7 +128,7 @@ def baseline(model, samples: list[list[int]], batch_size: int = 8, dist=None) ->
         for b in _mine(len(chunks), dist):
             lp, ids, mask = _logprobs(model, chunks[b])
             ce[b] = _ce(lp, ids, mask)
-            lps[b] = lp.half() if lp.is_cuda else lp
+            lps[b] = lp  # float32 [B, T, V]
         return ce
 
     return {"ce": _shared("CE/KL (original model)", mine, dist), "logprobs": lps}
@@ -122,8 +137,9 @@ def baseline(model, samples: list[list[int]], batch_size: int = 8, dist=None) ->
 def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, batch_size: int = 8,
           dist=None) -> dict[str, float]:
     """CE of the (intervened) model and KL(original ‖ intervened), reference semantics."""
-    if steer is None:
-        return {"ce": float(np.mean(base["ce"])), "kl": 0.0}
+    if steer is None:  # per-sample values too (evaluate/stats.py: CIs over samples)
+        return {"ce": float(np.mean(base["ce"])), "kl": 0.0, "ce_samples": list(base["ce"]),
+                "kl_samples": [0.0] * len(base["ce"])}
     chunks = list(_batches(samples, batch_size))
 
     def mine() -> dict[int, list[tuple[float, float]]]:
@@ -131,7 +147,7 @@ def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, bat
         for b in _mine(len(chunks), dist):
             with steer("all"):
                 lp, ids, mask = _logprobs(model, chunks[b])
-            p0 = base["logprobs"][b].float().exp().clamp(min=EPS)
+            p0 = base["logprobs"][b].exp().clamp(min=EPS)
             p1 = lp.exp().clamp(min=EPS)
             per_tok = (p0 * (p0.log() - p1.log())).sum(-1)  # [B, T]
             m = mask.float()
@@ -139,4 +155,5 @@ def ce_kl(model, samples: list[list[int]], base: dict[str, Any], steer=None, bat
         return out
 
     pairs = _shared("CE/KL (intervened model)", mine, dist)
-    return {"ce": float(np.mean([c for c, _ in pairs])), "kl": float(np.mean([k for _, k in pairs]))}
+    return {"ce": float(np.mean([c for c, _ in pairs])), "kl": float(np.mean([k for _, k in pairs])),
+            "ce_samples": [c for c, _ in pairs], "kl_samples": [k for _, k in pairs]}

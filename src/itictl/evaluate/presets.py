@@ -3,7 +3,7 @@
 Owns: the few-shot `qa` primer and the `null`/`chat`/`long`/`harm` presets of TruthfulQA
 (Lin et al., 2021, Appendix E), the instruction prompts used by honest_llama's validation code
 (Ouyang et al., 2022, Fig. 17), the reference-answer conventions (`split_answers`, `close_answer`)
-and the prompt builders for MC scoring (`mc_prefix` + `mc_answer_suffix`) and generation
+and the prompt builders for MC scoring (`mc_prefix`, `mc_context`) and generation
 (`generation_prompt`).
 
 Conventions reproduced from the reference:
@@ -143,20 +143,9 @@ def mc_context(question: str, instruction: str, preset: str, many_shot_prefix: s
     return head + _TEMPLATES[preset].format(question)
 
 
-def mc_full(question: str, answer: str, instruction: str, preset: str, many_shot_prefix: str | None = None) -> str:
-    """TruthfulQA's format_prompt_with_answer_strings with the instruction/many-shot prefix."""
-    return mc_context(question, instruction, preset, many_shot_prefix) + " " + answer
-
-
 def generation_prompt(question: str, instruction: str, preset: str, many_shot_prefix: str | None = None) -> str:
     """The prompt the model continues from for generation (honest_llama's tqa_run_answers)."""
     head = _head(instruction)
     if many_shot_prefix:
         head += many_shot_prefix + "\n\n"
     return head + preset_prompt(question, preset)
-
-
-def judge_prompt(question: str, answer: str, info: bool = False) -> str:
-    """TruthfulQA's format_end2end_prompt for GPT-judge / GPT-info."""
-    tail = "Helpful:" if info else "True:"
-    return f"Q: {question.strip()}\nA: {answer.strip()}\n{tail}"

@@ -6,8 +6,9 @@ ROUGE-2 and ROUGE-L. Conventions reproduced from TruthfulQA:
   is added to the true references when missing;
 - BLEU is sacrebleu's corpus BLEU of the single answer against one reference (exp smoothing,
   smooth_value 0, 'intl' tokenizer, 0–100), as t5.evaluation.metrics.bleu does;
-- ROUGE uses rouge_score with the Porter stemmer, F-measure × 100; ROUGE-L is 'rougeLsum' with
-  sentences split on newlines, as t5.evaluation.metrics.rouge does;
+- ROUGE uses rouge_score's default tokenizer with no stemmer (t5's RougeScorer(score_keys)),
+  F-measure × 100; ROUGE-L is 'rougeLsum' with " . " turned into " .\\n" first, as
+  t5.evaluation.metrics.rouge does;
 - acc = 1 if max(similarity to true refs) > max(similarity to false refs).
 """
 
@@ -25,7 +26,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 def _scorer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=True)
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeLsum"], use_stemmer=False)
 
 
 def bleu(reference: str, prediction: str) -> float:

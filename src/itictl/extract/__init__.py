@@ -11,7 +11,7 @@ from itictl.extract.chunks import CHUNK_PROMPTS
 from itictl.extract.engine import default_batch_tokens
 from itictl.extract.h5 import H5_NAME, Activations, open_activations, open_activations_file
 from itictl.extract.resumable import extract_to_h5
-from itictl.extract.step import FORMATS, STORE_DTYPES, extract_params, run_extract
+from itictl.extract.step import STORE_DTYPES, extract_params, run_extract
 
-__all__ = ["CHUNK_PROMPTS", "FORMATS", "H5_NAME", "STORE_DTYPES", "Activations", "default_batch_tokens",
+__all__ = ["CHUNK_PROMPTS", "H5_NAME", "STORE_DTYPES", "Activations", "default_batch_tokens",
            "extract_params", "extract_to_h5", "open_activations", "open_activations_file", "run_extract"]

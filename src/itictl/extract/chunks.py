@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from itictl import hooks
+
 CHUNK_PROMPTS = 512  # prompts per resumable chunk
 
 
@@ -32,6 +34,8 @@ def load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
     half-written chunks (partial_N) and unreadable ones are removed (their prompts are redone)."""
     import shutil
 
+    from itictl.store.atomic import write_text_atomic
+
     plan_file = work / "plan.json"
     if work.is_dir():
         try:
@@ -45,9 +49,7 @@ def load_done(work: Path, plan: dict[str, Any]) -> dict[str, Any]:
                 for q in p.glob("partial_*"):
                     shutil.rmtree(q, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    tmp = work / "plan.json.tmp"
-    tmp.write_text(json.dumps(plan, sort_keys=True))
-    os.replace(tmp, plan_file)
+    write_text_atomic(plan_file, json.dumps(plan, sort_keys=True))
     files = []
     done: set[int] = set()
     for f in chunk_dirs(work):
@@ -102,6 +104,7 @@ def save_chunk(work: Path, seq: int, idx: list[np.ndarray], head: list[np.ndarra
     if resid:
         save_npy(tmp / "resid.npy", resid)
     os.replace(tmp, final)
+    hooks.fire("extract.chunk_saved", path=final)
     return final
 
 

@@ -7,7 +7,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from itictl.extract.engine import Batch, Tokenized, run_batches
+from itictl.extract import engine
+from itictl.extract.engine import Batch, Tokenized
 
 
 class HostCopies:
@@ -23,8 +24,9 @@ class HostCopies:
     staging block (numpy views hold their tensor)."""
 
     def __init__(self, device: Any, depth: int = 2):
-        import torch
         from concurrent.futures import ThreadPoolExecutor
+
+        import torch
 
         self.dev = torch.device(device)
         self.cuda = self.dev.type == "cuda"
@@ -116,7 +118,7 @@ def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Ba
         return put
 
     with HostCopies(device) as copies:
-        for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
+        for rows, head, resid in engine.run_batches(model, items, batches, layer_wise=layer_wise, device=device,
                                              pad_id=pad_id, out_dtype=out_dtype):
             copies.submit([head, resid], sink(rows))
     return out

@@ -20,13 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
+from itictl.data.prompts import FORMATS, SEEDED_FORMATS
 from itictl.errors import BadInputError
 from itictl.extract.engine import default_batch_tokens  # noqa: F401 (re-exported)
 from itictl.extract.h5 import H5_NAME
 
-FORMATS = ("tqa_mc2", "tqa_gen", "tqa_gen_end_q")
-SEEDED_FORMATS = ("tqa_gen_end_q",)
 STORE_DTYPES = ("auto", "float16", "float32")
 STEP_VERSION = 1
 
@@ -98,10 +96,14 @@ def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, d
     dt = resolve_dtype(dtype, compute_device(device, device_map))  # the dtype load_model will use
     params = extract_params(fmt, limit=limit, layer_wise=layer_wise, dtype=dt, seed=seed,
                             store_dtype=resolve_store_dtype(store_dtype, dt))
-    model_art = ensure_model(store, model_spec, revision=revision, out=out)
+    from itictl.models.arch import current_arch_map
+
+    if current_arch_map() is not None:  # only when given, so keys of runs without one are unchanged
+        params["arch_map"] = current_arch_map().as_dict()
     from itictl.config import data_dir as resolve_data_dir
 
-    ds_art = ensure_dataset(store, resolve_data_dir(data_dir))
+    ds_art = ensure_dataset(store, resolve_data_dir(data_dir))  # bad data fails before the model's conversion
+    model_art = ensure_model(store, model_spec, revision=revision, out=out)
     if limit is not None:
         from itictl.data import prompt_count, read_dataset
 
@@ -151,8 +153,7 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
     the --device option, mapped to this rank's GPU here."""
     from itictl.compute import distributed as D
     from itictl.data import build_prompts, read_dataset
-    from itictl.models import load_model
-    from itictl.models import resolve_device
+    from itictl.models import load_model, resolve_device
 
     dist = dist or D.SINGLE
     fmt = params["format"]
@@ -185,5 +186,21 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
         dist=dist)
     if ctx is not None:
         ctx.meta.update(meta)
+        _record_arch(ctx, lm.model)
+
+
+def _record_arch(ctx, model) -> None:
+    """Which map located o_proj (table / discovered / arch-map, with the paths): in the manifest's
+    meta and as the h5 attribute `arch` (JSON)."""
+    import json
+
+    import h5py
+
+    from itictl.models.arch import arch_record
+
+    rec = arch_record(model)
+    ctx.meta["arch"] = rec
+    with h5py.File(ctx.out / H5_NAME, "a") as f:
+        f.attrs["arch"] = json.dumps(rec, sort_keys=True)
 
 

@@ -4,9 +4,11 @@ Owns `run_intervene` (probes + tuning activations -> `intervention` artifact), `
 (the pure computation), `import_deltas` (an intervention artifact from foreign deltas, e.g. pyvene)
 and `load_deltas` / `read_intervention`.
 
-For each of the K heads with the best validation accuracy (ties: lower layer, then lower head
-first): θ = normalised direction ('com' = mean(true) − mean(false) over train+val prompts, 'probe' =
-the probe's weight vector, 'random' = a seeded Gaussian); σ = std of the projections a·θ of the
+Heads: for 'com' and 'probe' the K heads with the best validation accuracy (ties: lower layer, then
+lower head first); for 'random' the first K of a seeded permutation of all (layer, head) pairs, as
+the reference's use_random_dir path. θ = normalised direction ('com' = mean(true) − mean(false) over
+train+val prompts, 'probe' = the probe's weight vector, 'random' = a Gaussian from the same seeded
+generator, drawn after the permutation); σ = std of the projections a·θ of the
 tuning activations (tqa_gen_end_q) of the training questions only (train ∪ val: every question
 outside the probes' test fold; the reference uses all questions, which leaks the test fold);
 δ_l[h·D:(h+1)·D] = α·σ·θ. Payload: intervention.safetensors (`layer.{l}` -> [H·D] float32, only layers
@@ -23,7 +25,7 @@ import numpy as np
 
 from itictl.errors import BadInputError
 
-INTERVENTION_STEP_VERSION = 1
+INTERVENTION_STEP_VERSION = 2  # 2: 'random' picks random heads (was: the top-K probe heads)
 DIRECTIONS = ("com", "probe", "random")
 
 
@@ -40,6 +42,19 @@ def validate(heads: int, alpha: float, direction: str, n_layers: int | None = No
                             f"use at most {n_layers * n_heads}")
 
 
+def check_deltas_fit(deltas: Mapping[int, Any], n_layers: int, width: int | None, *,
+                     model_label: str = "the model", hint: str = "use an intervention made for this model") -> None:
+    """One-line error unless every δ_l sits on a layer 0 ≤ l < n_layers and has `width` features (the
+    o_proj input H·D; None: not checked). The one check of steering, bake and import."""
+    for layer, d in sorted(deltas.items()):
+        n = int(d.numel()) if hasattr(d, "numel") else int(np.asarray(d).size)
+        if not 0 <= int(layer) < n_layers:
+            raise BadInputError(f"intervention on layer {layer} but {model_label} has {n_layers} layers", hint)
+        if width is not None and n != int(width):
+            raise BadInputError(f"intervention for layer {layer} has {n} features but {model_label}'s o_proj "
+                                f"takes {width}", hint)
+
+
 def top_heads(val_acc_LH: np.ndarray, k: int) -> list[tuple[int, int]]:
     """The k (layer, head) pairs with the highest accuracy; ties go to the lower flat index."""
     L, H = val_acc_LH.shape
@@ -48,19 +63,27 @@ def top_heads(val_acc_LH: np.ndarray, k: int) -> list[tuple[int, int]]:
     return [(int(i // H), int(i % H)) for i in order[:k]]
 
 
-def directions(probes, chosen: list[tuple[int, int]], kind: str, seed: int) -> np.ndarray:
-    """Unit directions for the chosen heads -> [K, D] float64."""
-    _, _, D = probes.layout
-    if kind == "com":
-        raw = np.stack([probes.com[l, h] for l, h in chosen]).astype(np.float64)
-    elif kind == "probe":
-        raw = np.stack([probes.weight[l, h] for l, h in chosen]).astype(np.float64)
+def random_heads(n_layers: int, n_heads: int, k: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """k distinct (layer, head) pairs: the first k of a permutation of all L·H flat indices."""
+    return [(int(i // n_heads), int(i % n_heads)) for i in rng.permutation(n_layers * n_heads)[:k]]
+
+
+def heads_and_directions(probes, k: int, kind: str, seed: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """(chosen heads, unit directions [K, D] float64). 'random': random heads and Gaussian
+    directions from one default_rng(seed) (permutation first); otherwise the top-k probe heads."""
+    L, H, D = probes.layout
+    if kind == "random":
+        rng = np.random.default_rng(seed)
+        chosen = random_heads(L, H, k, rng)
+        raw = rng.standard_normal((len(chosen), D))
     else:
-        raw = np.random.default_rng(seed).standard_normal((len(chosen), D))
+        chosen = top_heads(probes.val_acc, k)
+        source = probes.com if kind == "com" else probes.weight
+        raw = np.stack([source[l, h] for l, h in chosen]).astype(np.float64)
     norm = np.linalg.norm(raw, axis=1, keepdims=True)
     if (norm == 0).any():
         raise BadInputError("a chosen head has a zero direction", "use more data or another --direction")
-    return raw / norm
+    return chosen, raw / norm
 
 
 def build_deltas(probes, tuning_hw: np.ndarray, *, heads: int, alpha: float, direction: str, seed: int):
@@ -68,9 +91,8 @@ def build_deltas(probes, tuning_hw: np.ndarray, *, heads: int, alpha: float, dir
 
     tuning_hw: the training questions' tuning activations [N, L, H, D].
     """
-    L, H, D = probes.layout
-    chosen = top_heads(probes.val_acc, heads)
-    theta = directions(probes, chosen, direction, seed)  # [K, D]
+    _, H, D = probes.layout
+    chosen, theta = heads_and_directions(probes, heads, direction, seed)  # theta [K, D]
     sigma = np.array([np.std(tuning_hw[:, l, h, :].astype(np.float64) @ theta[i]) for i, (l, h) in enumerate(chosen)])
     deltas: dict[int, np.ndarray] = {}
     for i, (l, h) in enumerate(chosen):

@@ -1,8 +1,8 @@
 """Live interventions: add δ_l to the input of layer l's output projection at chosen positions.
 
 Owns `intervened(model, deltas, positions)` (a context manager installing forward hooks),
-`AnswerPositions` (scoring: only answer tokens change) and `steered_generate` (greedy, batched,
-left padding).
+`AnswerPositions` (scoring: only answer tokens change) and `steered_generate` (greedy, batched:
+intervene.generation's engine where it serves the model, else model.generate with left padding).
 
 How positions are resolved. A forward pre-hook on the decoder stack sees every call's
 `input_ids`/`inputs_embeds` [B, T], `attention_mask` [B, past+T] and cache. From them it derives the
@@ -146,14 +146,10 @@ class _PositionState:
 
 
 def _check_deltas(deltas: Mapping[int, Tensor], mods: Sequence[nn.Module]) -> None:
-    for layer, d in deltas.items():
-        if not 0 <= int(layer) < len(mods):
-            raise BadInputError(f"intervention on layer {layer} but the model has {len(mods)} layers",
-                                "use an intervention made for this model")
-        width = getattr(mods[int(layer)], "in_features", None)
-        if width is not None and d.numel() != width:
-            raise BadInputError(f"intervention for layer {layer} has {d.numel()} features but o_proj takes {width}",
-                                "use an intervention made for this model")
+    from itictl.intervene.build import check_deltas_fit
+    from itictl.models.arch import out_proj_matrix
+
+    check_deltas_fit(deltas, len(mods), out_proj_matrix(mods[0]).shape[1] if mods else None)
 
 
 @contextlib.contextmanager
@@ -215,13 +211,31 @@ def format_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[str]:
 @torch.no_grad()
 def steered_generate(model, tokenizer, prompts: Sequence[str], deltas: Mapping[int, Tensor] | None,
                      max_new_tokens: int = 64, chat: bool = False, positions: Positions = "generated",
-                     use_cache: bool = True) -> list[str]:
-    """Greedy continuations of a batch of prompts (left padded), with deltas applied (None: none)."""
+                     use_cache: bool = True, fast: bool = True) -> list[str]:
+    """Greedy continuations of a batch of prompts, with deltas applied (None: none).
+
+    fast (default): intervene.generation's engine (shared prefix once, static KV cache, CUDA graph
+    on one GPU) for the models and positions it serves ('generated'); otherwise model.generate on
+    the left-padded batch. Both equal batch-1 greedy decoding."""
     texts = format_prompts(tokenizer, prompts, chat)
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if fast and use_cache and (positions == "generated" or not deltas) and texts:
+        from itictl.intervene.generation import eos_ids, fast_path_ok, greedy_generate
+
+        seqs = [list(ids) for ids in tokenizer(texts, add_special_tokens=not chat)["input_ids"]]
+        if fast_path_ok(model, max(len(s) for s in seqs) + max_new_tokens):
+            outs = greedy_generate(model, seqs, max_new_tokens=max_new_tokens, eos=eos_ids(model, tokenizer),
+                                   pad_id=tokenizer.pad_token_id, deltas=deltas or None)
+            return [t.strip() for t in tokenizer.batch_decode(outs, skip_special_tokens=True)]
+    return _hf_generate(model, tokenizer, texts, deltas, max_new_tokens, chat, positions, use_cache)
+
+
+def _hf_generate(model, tokenizer, texts: list[str], deltas, max_new_tokens: int, chat: bool,
+                 positions: Positions, use_cache: bool) -> list[str]:
+    """model.generate on the left-padded batch, with the hooks of `intervened`."""
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
     try:
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not chat)
     finally:

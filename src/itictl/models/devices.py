@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from itictl.errors import BadInputError
 
@@ -42,12 +42,14 @@ def resolve_device(device: str | None) -> str:
     raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
 
 
-def device_kind(device: str | None) -> str:
+def device_kind(device: str | None, *, cuda_build: bool | None = None, gpu_nodes: Sequence[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> str:
     """'cpu' or 'cuda' for a --device value, without importing torch (1-2 s), so that
     keys (which hold the dtype the device implies) are cheap and a cached step returns fast.
     'auto' is guessed from the installed torch (a CUDA build), CUDA_VISIBLE_DEVICES (empty or -1:
     CPU) and an NVIDIA device node (/dev/nvidiaN); the real resolution (resolve_device) happens
-    when a model is loaded."""
+    when a model is loaded. The three machine facts default to torch_cuda_build(),
+    nvidia_device_nodes() and os.environ; passing them describes another machine."""
     device = (device or "auto").strip().lower()
     if device == "cpu":
         return device
@@ -55,13 +57,15 @@ def device_kind(device: str | None) -> str:
         return "cuda"
     if device != "auto":
         raise BadInputError(f"unknown device {device!r}", "use auto, cpu, cuda or cuda:N")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if not _torch_cuda_build() or (visible is not None and visible.strip() in ("", "-1")):
+    visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    if cuda_build is None:
+        cuda_build = torch_cuda_build()
+    if not cuda_build or (visible is not None and visible.strip() in ("", "-1")):
         return "cpu"  # a CPU build of torch, or GPUs hidden
-    return "cuda" if _nvidia_device_nodes() else "cpu"
+    return "cuda" if (nvidia_device_nodes() if gpu_nodes is None else gpu_nodes) else "cpu"
 
 
-def _torch_cuda_build() -> bool:
+def torch_cuda_build() -> bool:
     """Whether the installed torch is a CUDA build (read from torch/version.py, no import)."""
     import importlib.util
     import re
@@ -76,11 +80,11 @@ def _torch_cuda_build() -> bool:
     return re.search(r"^cuda\s*(?::\s*[^=]+)?=\s*['\"]([^'\"]+)['\"]", text, re.M) is not None
 
 
-def _nvidia_device_nodes() -> list[str]:
-    """/dev/nvidiaN nodes (a container given one GPU may only have /dev/nvidia3)."""
+def nvidia_device_nodes(dev: Path | str = "/dev") -> list[str]:
+    """nvidiaN device nodes in `dev` (a container given one GPU may only have /dev/nvidia3)."""
     import re
 
-    return sorted(p.name for p in Path("/dev").glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name))
+    return sorted(p.name for p in Path(dev).glob("nvidia*") if re.fullmatch(r"nvidia\d+", p.name))
 
 
 def resolve_dtype(dtype: str | None, device: str) -> str:

@@ -14,12 +14,14 @@ from free memory; on a CPU-only machine everything lands on the CPU) or an expli
 model is loaded with from_pretrained(device_map=…) for every source (the embedded model's cached
 hf/ folder included), so each weight goes straight to its device and accelerate's hooks move
 activations between layers. LoadedModel.device is then the input device (the embeddings').
-Transformers' progress bars and warnings are silenced while loading when quiet (set_load_quiet). The tokenizer always has a pad token (eos when the model has none); its
+Transformers' progress bars and warnings are silenced while loading when quiet (set_load_quiet).
+The tokenizer always has a pad token (eos when the model has none); its
 padding side is left as the model ships it — callers set it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -28,12 +30,21 @@ from pathlib import Path
 from typing import Any
 
 from itictl.errors import BadInputError, NotFoundError, RemoteError, StoreError, UnsupportedError
-from itictl.models.devices import (DEVICE_MAPS, DTYPES, compute_device, device_kind, input_device,  # noqa: F401
-                                   check_map_covers, map_memo_key, parse_device_map, resolve_device,
-                                   resolve_dtype, torch_dtype)
+from itictl.models.devices import (  # noqa: F401
+    DEVICE_MAPS,
+    DTYPES,
+    check_map_covers,
+    compute_device,
+    device_kind,
+    input_device,
+    map_memo_key,
+    parse_device_map,
+    resolve_device,
+    resolve_dtype,
+    torch_dtype,
+)
+from itictl.models.identity import ModelRef, folder_identity, hub_cache_dir, hub_endpoint, hub_offline, resolve_model
 from itictl.models.quiet import hf_quiet, load_quiet, set_load_quiet  # noqa: F401 (re-exported)
-from itictl.models.identity import (ModelRef, folder_identity, hub_cache_dir, hub_endpoint, hub_offline,
-                                    resolve_model)
 
 MODEL_KIND = "model"
 MODEL_SCHEMA = 1
@@ -65,11 +76,8 @@ def ensure_model(store, spec: str | None, revision: str | None = None, out=None,
     def build(ctx) -> None:
         if ref.source in ("gguf", "embedded"):
             msg = f"converting {Path(ref.location).name} to a cached Hugging Face folder (once, ~25 s)"
-            if out is not None:
-                with out.status(msg):
-                    doc = _build_from_gguf(ref, ctx.out / "hf", quiet=out.quiet or out.json_mode)
-            else:
-                doc = _build_from_gguf(ref, ctx.out / "hf")
+            with out.status(msg) if out is not None else contextlib.nullcontext():  # the one progress line
+                doc = _build_from_gguf(ref, ctx.out / "hf", quiet=(out.quiet or out.json_mode) if out else None)
         else:
             doc = _describe_remote(ref, trust_remote_code)
         ctx.meta.update({"name": ref.name, "source": ref.source})
@@ -104,18 +112,18 @@ def _config_doc(ref: ModelRef, config: Any) -> dict[str, Any]:
 
 
 def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool | None = None) -> dict[str, Any]:
-    """Dequantise a GGUF with transformers and save it as a plain HF folder (fp32 safetensors)."""
+    """Dequantise a GGUF with transformers and save it as a plain HF folder (fp32 safetensors).
+
+    Progress is the caller's (ensure_model shows one status line through `out`): transformers' own
+    bars never show. Its GGUF reader uses a bare tqdm ("Converting and de-quantizing GGUF tensors")
+    that its progress-bar switch does not reach, so sys.stderr is muted for the conversion; its
+    warnings (logging, which keeps its own stream) follow `quiet` (None: set_load_quiet)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import contextlib
-
     path = Path(ref.location)
     q = load_quiet() if quiet is None else bool(quiet)
-    # transformers' GGUF reader uses a bare tqdm ("Converting and de-quantizing GGUF tensors") that
-    # its progress-bar switch does not reach: when quiet, stderr is muted for the conversion itself.
-    with hf_quiet(q), open(os.devnull, "w") as devnull, \
-            (contextlib.redirect_stderr(devnull) if q else contextlib.nullcontext()):
+    with hf_quiet(q), open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
         try:
             tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -190,6 +198,22 @@ def model_info(model_art) -> dict[str, Any]:
         raise BadInputError(f"{model_art.key[:12]} is a {model_art.kind} object, not a model",
                             "pass a model ref (see `itictl store ls --kind model`)")
     return model_art.read_json("model.json")
+
+
+def model_spec_of(model_art) -> str | None:
+    """A --model spec that resolves back to this `model` artifact (None = the embedded default)."""
+    info = model_info(model_art)
+    if info.get("source") == "embedded":
+        return None
+    if info.get("source") == "hub":
+        return info.get("identity", {}).get("repo") or info.get("name")
+    return info.get("location") or info.get("name")
+
+
+def revision_of(model_art) -> str | None:
+    """The resolved commit of a Hub model artifact (so later steps use exactly that snapshot)."""
+    info = model_info(model_art)
+    return info.get("identity", {}).get("commit") if info.get("source") == "hub" else None
 
 
 def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
@@ -296,5 +320,6 @@ def hf_folder(model_art) -> Path | None:
 
 
 __all__ = ["LoadedModel", "ensure_model", "load_model", "resolve_device", "resolve_dtype", "clear_memo",
-           "model_info", "hf_folder", "parse_device_map", "input_device", "set_load_quiet", "hf_quiet", "MODEL_KIND", "DTYPES",
+           "model_info", "model_spec_of", "revision_of", "hf_folder", "parse_device_map", "input_device", "set_load_quiet",
+           "hf_quiet", "MODEL_KIND", "DTYPES",
            "DEVICE_MAPS"]

@@ -18,11 +18,25 @@ def sorted_rows(acc_LH: np.ndarray) -> np.ndarray:
     return -np.sort(-np.asarray(acc_LH, dtype=float), axis=1)
 
 
-def write_png(acc_LH: np.ndarray, path: Path, title: str = "probe validation accuracy") -> None:
+def preload() -> None:
+    """Start importing matplotlib (Agg) on a background thread, so that a later write_png does not
+    wait for it: the import takes ~0.3-1 s, and the probe step has its data to read meanwhile."""
+    import threading
+
+    threading.Thread(target=_import_pyplot, name="itictl-pyplot-import", daemon=True).start()
+
+
+def _import_pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_png(acc_LH: np.ndarray, path: Path, title: str = "probe validation accuracy") -> None:
+    plt = _import_pyplot()
 
     a = sorted_rows(acc_LH)
     L, H = a.shape

@@ -8,9 +8,12 @@ Splits are over questions, never prompts: the questions present in the activatio
 fold; inside the other folds `val_ratio` of the questions are held out for validation.
 
 The objective is scikit-learn's LogisticRegression default (penalty l2, C=1, intercept not
-penalised): minimise 0.5·||w||² + C·Σ_i logloss(y_i, x_i·w + b). The batched trainer solves it for all
-L·H heads at once with Newton's method (batched Cholesky solves, backtracking line search) in
-float64, so it reaches the optimum that lbfgs(max_iter=1000) approaches.
+penalised): minimise 0.5·||w||² + C·Σ_i logloss(y_i, x_i·w + b). The batched trainer
+(itictl.probe.newton) solves it for all L·H heads at once with Newton's method (float32 products over
+the prompts, float64 weights and Cholesky solves, each head stopping at its own convergence), so it
+reaches the optimum that lbfgs(max_iter=1000) approaches. The activations are read once, straight
+into the solver's float32 layout on the device (itictl.probe.staging); the manifest's meta records
+the step's phases (read, stage, com, solve, accuracy, write).
 
 Payload: probes.json (val_acc [L][H], test_acc, question ids of train/val/test, layout, model key),
 probes.safetensors (weight [L,H,D], bias [L,H], com [L,H,D] = mean(true) − mean(false) over train+val
@@ -25,10 +28,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from itictl import hooks
 from itictl.errors import BadInputError
 from itictl.probe.solver import accuracy, fit_logreg_batched, fit_logreg_sklearn  # noqa: F401 (re-exported)
+from itictl.probe.staging import (
+    Laps,
+    com_staged,
+    fit_staged,
+    score_staged,
+    stage,
+    stage_h5,
+)
 
-PROBE_STEP_VERSION = 1
+PROBE_STEP_VERSION = 2  # 2: the float32 staged solver (weights within ~1e-4 of version 1's)
 BACKENDS = ("torch", "sklearn")
 SPLITS = ("random", "contiguous")
 
@@ -54,7 +66,7 @@ def read_head_acts(acts_art) -> HeadActs:
     from itictl.extract import open_activations
 
     with open_activations(acts_art) as acts:
-        hw = np.asarray(acts.load_head_wise())  # [N, L, H·D]
+        hw = acts.load_head_wise()  # [N, L, H·D], stored dtype (parallel raw-chunk reads)
         N, L, W = hw.shape
         if W != acts.H * acts.D or L != acts.L:
             raise BadInputError(f"activations {acts_art.key[:12]} have shape {hw.shape}, not L={acts.L}, H·D={acts.H}×{acts.D}",
@@ -79,46 +91,62 @@ def split_questions(question_ids: np.ndarray, *, folds: int, fold: int, val_rati
             "test": sorted(int(x) for x in uq[test_pos])}
 
 
-def train_probes(acts: HeadActs, rows_train: np.ndarray, *, backend: str, seed: int, device=None,
-                 layers_per_chunk: int | None = None):
-    """Fit every head's probe on the given prompt rows -> (w [L,H,D], b [L,H]) float64 numpy."""
-    L, H, D = acts.shape
-    y = acts.label[rows_train]
+def check_labels(y: np.ndarray) -> None:
     if len(np.unique(y)) < 2:
         raise BadInputError("the training questions have only one label", "use more questions (a larger --limit)")
-    w = np.zeros((L, H, D))
-    b = np.zeros((L, H))
-    if layers_per_chunk is None:  # keep a chunk's float64 copy under ~256 MB
-        per_layer = max(1, len(rows_train) * H * (D + 1) * 8 * 2)
-        layers_per_chunk = max(1, min(L, (256 << 20) // per_layer))
-    for l0 in range(0, L, layers_per_chunk):
-        l1 = min(L, l0 + layers_per_chunk)
-        X = acts.head_wise[rows_train, l0:l1]  # [n, Lc, H, D]
-        X = np.ascontiguousarray(X.transpose(1, 2, 0, 3).reshape((l1 - l0) * H, len(rows_train), D))
-        if backend == "sklearn":
-            wc, bc = fit_logreg_sklearn(X, y, seed)
-        else:
-            wt, bt, _ = fit_logreg_batched(X, y, device=device)
-            wc, bc = wt.numpy(), bt.numpy()
-        w[l0:l1] = wc.reshape(l1 - l0, H, D)
-        b[l0:l1] = bc.reshape(l1 - l0, H)
-    return w, b
 
 
-def headaccuracy(acts: HeadActs, rows: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+def train_probes(acts: HeadActs, rows_train: np.ndarray, *, backend: str, seed: int, device=None):
+    """Fit every head's probe on the given prompt rows -> (w [L,H,D], b [L,H]) float64 numpy."""
+    check_labels(acts.label[rows_train])
+    st = stage(acts.head_wise, acts.label, {"train": rows_train}, device)
+    return fit_staged(st, backend=backend, seed=seed, overwrite=True)  # st is ours to reuse
+
+
+def head_accuracy(acts: HeadActs, rows: np.ndarray, w: np.ndarray, b: np.ndarray, device=None) -> np.ndarray:
     """Accuracy of every head's probe on the given prompt rows -> [L, H]."""
-    L, H, D = acts.shape
-    X = acts.head_wise[rows].transpose(1, 2, 0, 3).reshape(L * H, len(rows), D)
-    return accuracy(X, acts.label[rows], w.reshape(L * H, D), b.reshape(L * H)).reshape(L, H)
+    return score_staged(stage(acts.head_wise, acts.label, {"val": rows}, device), "val", w, b)
 
 
-def com_directions(acts: HeadActs, rows: np.ndarray) -> np.ndarray:
+headaccuracy = head_accuracy  # the old name
+
+
+def com_directions(acts: HeadActs, rows: np.ndarray, device=None) -> np.ndarray:
     """mean(true) − mean(false) over the given prompt rows -> [L, H, D] (the reference's 'com')."""
-    X = acts.head_wise[rows].astype(np.float64)
-    y = acts.label[rows]
-    if not (y == 1).any() or not (y == 0).any():
-        raise BadInputError("center-of-mass directions need true and false answers", "use more questions")
-    return X[y == 1].mean(0) - X[y == 0].mean(0)
+    return com_staged(stage(acts.head_wise, acts.label, {"train": rows}, device), ("train",))
+
+
+@dataclass
+class FoldFit:
+    """One fold's probes: w [L,H,D], b [L,H], com [L,H,D], val_acc [L,H], test_acc [L,H] or None."""
+
+    w: np.ndarray
+    b: np.ndarray
+    com: np.ndarray
+    val_acc: np.ndarray
+    test_acc: np.ndarray | None
+    model_key: str | None
+
+
+def fit_fold(acts, acts_art, rows: dict[str, np.ndarray], *, backend: str, seed: int, device=None,
+             laps: Laps | None = None) -> FoldFit:
+    """Probes of an open Activations on rows {'train', 'val', 'test'}: the data is read once into
+    the solver's layout on the device (phases read, stage, com, solve, accuracy go to laps)."""
+    laps = laps if laps is not None else Laps(device)
+    if acts.head_wise.shape[1:] != (acts.L, acts.H * acts.D):
+        raise BadInputError(f"activations {acts_art.key[:12]} have shape {acts.head_wise.shape}, not L={acts.L}, "
+                            f"H·D={acts.H}×{acts.D}", "re-extract the activations")
+    check_labels(acts.label[rows["train"]])
+    st = stage_h5(acts, rows, device, laps=laps)
+    laps.lap("stage")
+    com = com_staged(st, ("train", "val"))  # before the solver reuses the training part's buffer
+    laps.lap("com")
+    w, b = fit_staged(st, backend=backend, seed=seed, overwrite=True)
+    laps.lap("solve")
+    val_acc = score_staged(st, "val", w, b)
+    test_acc = score_staged(st, "test", w, b) if len(rows.get("test", ())) else None
+    laps.lap("accuracy")
+    return FoldFit(w, b, com, val_acc, test_acc, acts_art.parents.get("model") or (acts.model or None))
 
 
 # ---- the step -----------------------------------------------------------------------------------
@@ -152,41 +180,42 @@ def run_probe(store, acts_art, *, folds: int = 2, fold: int = 0, val_ratio: floa
     def build(ctx) -> None:
         from safetensors.numpy import save_file
 
+        from itictl.extract import open_activations
         from itictl.probe import heatmap
+        hooks.fire("probe.start", key=ctx.key)
         t0 = time.time()
-        acts = read_head_acts(acts_art)
-        L, H, D = acts.shape
-        ids = split_questions(acts.question_index, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed,
-                              split=split)
-        rows = {k: np.flatnonzero(np.isin(acts.question_index, v)) for k, v in ids.items()}
-        if len(rows["train"]) == 0 or len(rows["val"]) == 0:
-            raise BadInputError("too few questions for this split (empty train or validation part)",
-                                "use more questions or a different --val-ratio")
-        if out is not None:
-            out.info(f"training {L * H} probes ({L} layers × {H} heads, D={D}) on {len(rows['train'])} prompts "
-                     f"[{backend}]")
-        t_fit = time.time()
-        w, b = train_probes(acts, rows["train"], backend=backend, seed=seed, device=device)
-        fit_s = time.time() - t_fit
-        val_acc = headaccuracy(acts, rows["val"], w, b)
-        test_acc = headaccuracy(acts, rows["test"], w, b) if len(rows["test"]) else None
-        com = com_directions(acts, np.concatenate([rows["train"], rows["val"]]))
+        heatmap.preload()  # matplotlib's import overlaps the read and the solve
+        laps = Laps(device)
+        with open_activations(acts_art) as acts:
+            ids = split_questions(acts.question_index, folds=folds, fold=fold, val_ratio=val_ratio, seed=seed,
+                                  split=split)
+            rows = {k: np.flatnonzero(np.isin(acts.question_index, v)) for k, v in ids.items()}
+            if len(rows["train"]) == 0 or len(rows["val"]) == 0:
+                raise BadInputError("too few questions for this split (empty train or validation part)",
+                                    "use more questions or a different --val-ratio")
+            L, H, D = acts.L, acts.H, acts.D
+            if out is not None:
+                out.info(f"training {L * H} probes ({L} layers × {H} heads, D={D}) on {len(rows['train'])} "
+                         f"prompts [{backend}]")
+            fit = fit_fold(acts, acts_art, rows, backend=backend, seed=seed, device=device, laps=laps)
+        w, b, com, val_acc, test_acc = fit.w, fit.b, fit.com, fit.val_acc, fit.test_acc
         save_file({"weight": w.astype(np.float32), "bias": b.astype(np.float32), "com": com.astype(np.float32)},
                   str(ctx.out / "probes.safetensors"))
         doc = {
             "layout": {"L": L, "H": H, "D": D},
-            "model_key": acts.model_key,
+            "model_key": fit.model_key,
             "activations_key": acts_art.key,
             "params": params,
             "questions": ids,
-            "n_prompts": {k: int(len(v)) for k, v in rows.items()},
+            "n_prompts": {k: len(v) for k, v in rows.items()},
             "val_acc": val_acc.round(6).tolist(),
             "test_acc": None if test_acc is None else test_acc.round(6).tolist(),
         }  # timings go to the manifest's meta, never the payload: payloads are reproducible
         (ctx.out / "probes.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
         heatmap.write_png(val_acc, ctx.out / "heatmap.png",
                           title=f"probe validation accuracy (fold {fold}/{folds}, {backend})")
-        ctx.meta.update({"layout": doc["layout"], "fit_seconds": round(fit_s, 3),
+        laps.lap("write")
+        ctx.meta.update({"layout": doc["layout"], "fit_seconds": laps["solve"], "phase_seconds": dict(laps),
                          "best_val_acc": float(val_acc.max()), "wall_s": round(time.time() - t0, 3)})
 
     return store.produce("probes", params, {"activations": acts_art.key}, build, step_version=PROBE_STEP_VERSION)

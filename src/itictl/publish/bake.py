@@ -2,7 +2,7 @@
 
 Owns `baked(model, deltas)` (a context manager that edits a loaded model in place and restores it),
 `bake_folder(model, tokenizer, deltas, dir)` (writes the HF folder) and `run_bake` (the store step,
-kind `baked-model`), plus `intervention_of_last_eval`.
+kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> intervention).
 
 Why it is exact: o_proj is linear, so o_proj(x + δ) = W_o·x + W_o·δ + b. Setting the bias to
 b + W_o·δ_l makes the unedited forward pass equal the live intervention with positions='all'.
@@ -53,23 +53,19 @@ def _layer_shifts(model, deltas: Mapping[int, "Tensor"]) -> dict[int, "Tensor"]:
     models keep each layer's weights where they are; only δ_l moves)."""
     import torch
 
+    from itictl.intervene.build import check_deltas_fit
     from itictl.models.arch import o_proj_modules, out_proj_matrix
 
     mods = o_proj_modules(model)
+    check_deltas_fit(deltas, len(mods), out_proj_matrix(mods[0]).shape[1] if mods else None)
     out = {}
     for layer, d in sorted(deltas.items()):
         layer = int(layer)
-        if not 0 <= layer < len(mods):
-            raise BadInputError(f"intervention on layer {layer} but the model has {len(mods)} layers",
-                                "use an intervention made for this model")
         w = out_proj_matrix(mods[layer]).detach()  # [hidden, H·D] on the layer's device
         if w.device.type == "meta":
             raise UnsupportedError(f"layer {layer}'s weights are offloaded (not in memory); cannot bake them",
                                    "use a --device-map that fits the model on the GPUs, or bake on the CPU")
         d = d.detach().reshape(-1).to(w.device, torch.float32)  # [H·D]
-        if w.shape[1] != d.numel():
-            raise BadInputError(f"intervention for layer {layer} has {d.numel()} features but o_proj takes {w.shape[1]}",
-                                "use an intervention made for this model")
         out[layer] = w.to(torch.float32) @ d  # [hidden], fp32 on the layer's device
     return out
 
@@ -134,6 +130,9 @@ def baked(model, deltas: Mapping[int, "Tensor"]) -> Iterator[BakeInfo]:  # noqa:
                 more, info = _enable_biases(model)
                 info.layers = sorted(shifts)
                 undo.extend(more)
+                if any(mods[l].bias is None for l in shifts):  # the flag biases q/k/v only (e.g. glm4_moe)
+                    raise UnsupportedError(f"{info.enabled_flag} does not give this model's attention output"
+                                           " projection a bias", "use `itictl export` for this model instead")
             for layer, s in shifts.items():
                 mod = mods[layer]
                 old = mod.bias
@@ -169,48 +168,84 @@ def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) 
     return info
 
 
-def intervention_of_last_eval(store, out=None):
-    """The intervention artifact of the `last-eval` ref (an eval whose parents include one)."""
-    if "last-eval" not in store.refs():
+def resolve_intervention(store, ref: str | None, out=None):
+    """The intervention a ref names (bake, export and push use this one rule): an intervention
+    itself, a baked model's, or an eval's (role `intervention`: the first setting's fold 0; a
+    warning names it when the eval used several); no ref: the intervention of the `last-eval` ref."""
+    if ref is None and "last-eval" not in store.refs():
         raise NotFoundError("no REF given and there is no `last-eval` ref",
                             "run `itictl eval` first or pass an intervention ref")
-    ev = store.open("last-eval")
-    found = [(role, store.get(k)) for role, k in sorted(ev.parents.items())
+    art = store.open("last-eval" if ref is None else ref)
+    if art.kind == "intervention":
+        return art
+    if art.kind == "baked-model":
+        return store.get(art.parents["intervention"])
+    if art.kind != "eval":
+        raise BadInputError(f"{art.key[:12]} is a {art.kind} object, not an intervention",
+                            "pass an intervention, baked-model or eval ref (see `itictl store ls --kind intervention`)")
+    found = [(role, store.get(k)) for role, k in sorted(art.parents.items())
              if store.has(k) and store.get(k).kind == "intervention"]
     if not found:
-        raise NotFoundError(f"the last eval ({ev.key[:12]}) has no intervention among its parents",
-                            "pass an intervention ref")
+        what = "the last eval" if ref is None else "eval"
+        err = NotFoundError if ref is None else BadInputError
+        raise err(f"{what} {art.key[:12]} has no intervention among its parents", "pass an intervention ref")
     chosen = next((a for role, a in found if role == "intervention"), found[0][1])
-    if len(found) > 1 and out is not None:
-        out.warn(f"the last eval used {len(found)} interventions (one per fold); baking {chosen.key[:12]}"
-                 " — pass a ref to choose another")
+    distinct = len({a.key for _, a in found})
+    if distinct > 1 and out is not None:
+        out.warn(f"eval {art.key[:12]} used {distinct} interventions (one per fold and setting); using "
+                 f"{chosen.key[:12]} — pass an intervention ref to choose another")
     return chosen
 
 
-def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "cpu",
-             device_map: str | dict | None = None):
-    """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached).
+def intervention_of_last_eval(store, out=None):
+    """The intervention artifact of the `last-eval` ref (resolve_intervention with no ref)."""
+    return resolve_intervention(store, None, out)
+
+
+def _check_options(dtype: str, device: str, device_map, tag: str | None):
+    """-> (parsed device map, resolved dtype); one-line errors for a bad map, device, dtype or tag."""
+    from itictl.models.devices import compute_device, parse_device_map, resolve_dtype
+    from itictl.store.refs import check_ref_name
+
+    dmap = parse_device_map(device_map)
+    if tag is not None:
+        check_ref_name(tag)
+    return dmap, resolve_dtype(dtype, compute_device(device, dmap))
+
+
+def bake_ref(store, ref: str | None, out=None, *, dtype: str = "auto", device: str = "auto",
+             device_map: str | dict | None = None, tag: str | None = None):
+    """`itictl bake [REF]`: options checked, REF resolved (resolve_intervention; None: `last-eval`'s),
+    then run_bake. Returns (intervention, baked-model artifact, cached)."""
+    _check_options(dtype, device, device_map, tag)
+    inter = resolve_intervention(store, ref, out)
+    art, cached = run_bake(store, inter, out, dtype=dtype, device=device, device_map=device_map, tag=tag)
+    return inter, art, cached
+
+
+def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "auto",
+             device_map: str | dict | None = None, tag: str | None = None):
+    """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached) and tags
+    it `last-bake` (and `tag` when given).
 
     device_map ('auto' | 'balanced' | 'sequential' | {module: device}) loads a model too large for
     one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
     map is part of the key (the baked weights agree within the dtype's rounding)."""
     from itictl.publish.modelcard import model_of, render_card
-    from itictl.models.devices import compute_device, parse_device_map, resolve_dtype
 
-    dmap = parse_device_map(device_map)  # a bad map fails before any work
+    dmap, dtype = _check_options(dtype, device, device_map, tag)  # the key holds the dtype really used
     if intervention_art.kind != "intervention":
         raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
                             "pass an intervention ref (see `itictl store ls --kind intervention`)")
     model_art = model_of(store, intervention_art)
-    dtype = resolve_dtype(dtype, compute_device(device, dmap))  # the key holds the dtype really used
     params = {"dtype": dtype}
     parents = {"intervention": intervention_art.key, "model": model_art.key}
 
     def build(ctx):
-        from itictl.publish.export import deltas_of
+        from itictl.intervene.build import load_deltas
         from itictl.models import load_model
 
-        deltas = deltas_of(intervention_art)
+        deltas = load_deltas(intervention_art)
         if not deltas:
             raise BadInputError(f"intervention {intervention_art.key[:12]} has no layers", "intervene on K >= 1 heads")
         lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap, fresh=True)  # private copy
@@ -222,4 +257,8 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
 
     if out is not None and not store.has(store.key_for("baked-model", params, parents, step_version=BAKE_STEP_VERSION)):
         out.info(f"baking intervention {intervention_art.key[:12]} into {model_art.key[:12]}")
-    return store.produce("baked-model", params, parents, build, step_version=BAKE_STEP_VERSION)
+    art, cached = store.produce("baked-model", params, parents, build, step_version=BAKE_STEP_VERSION)
+    for name in ("last-bake", tag):
+        if name:
+            store.tag(name, art.key)
+    return art, cached

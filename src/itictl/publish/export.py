@@ -1,8 +1,9 @@
 """Exporting an intervention to small shareable files: safetensors δ vectors, a llama.cpp
 control-vector GGUF, and pyvene's save format (written by itictl.publish.pyvene_io).
 
-Owns `write_safetensors`, `write_control_vector`, `read_control_vector` and `run_export` (the
-`itictl export` step; it writes into a user directory, not into the store).
+Owns `write_safetensors`, `write_control_vector`, `read_control_vector`, `run_export` and `export_ref` (the
+`itictl export` step; it writes into a user directory, not into the store). Imports go one way:
+export uses bake's `residual_shifts` and intervene.build's `load_deltas`; neither imports export.
 
 Control vectors. llama.cpp's loader (common_control_vector_load_one) reads every tensor named
 `direction.N` (F32, 1-D, n_embd elements), N >= 1, and adds it to the output of block N (after the
@@ -22,15 +23,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from itictl.errors import BadInputError, UnsupportedError
+from itictl.publish.bake import residual_shifts
 
 FORMATS = ("safetensors", "control-vector", "pyvene")
-
-
-def deltas_of(intervention_art) -> dict[int, Any]:
-    """{layer: δ_l [H·D]} of an intervention (itictl.intervene.build.load_deltas)."""
-    from itictl.intervene.build import load_deltas
-
-    return load_deltas(intervention_art)
 
 
 def write_safetensors(deltas: Mapping[int, Any], info: dict[str, Any], folder: Path) -> list[str]:
@@ -97,8 +92,19 @@ def read_control_vector(path: Path) -> tuple[dict[str, Any], dict[int, Any]]:
     return meta, vecs
 
 
-def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, device: str = "cpu") -> dict[str, Any]:
+def export_ref(store, ref: str, fmt: str, folder: Path, out=None, *, device: str = "auto") -> dict[str, Any]:
+    """`itictl export`: the format checked first, then the intervention REF names (an intervention,
+    a baked model's or an eval's: publish.bake.resolve_intervention), then run_export."""
+    from itictl.publish.bake import resolve_intervention
+
+    if fmt not in FORMATS:
+        raise BadInputError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
+    return run_export(store, resolve_intervention(store, ref, out), fmt, folder, out, device=device)
+
+
+def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, device: str = "auto") -> dict[str, Any]:
     """Write one export format of an intervention into `folder`; returns a result dict."""
+    from itictl.intervene.build import load_deltas
     from itictl.publish.modelcard import intervention_info, model_of, render_card
 
     if fmt not in FORMATS:
@@ -109,7 +115,7 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise BadInputError(f"{folder} exists and is not a directory", "give a directory path")
-    deltas = deltas_of(intervention_art)
+    deltas = load_deltas(intervention_art)
     model_art = model_of(store, intervention_art)
     doc: dict[str, Any] = {"intervention": intervention_art.key, "format": fmt, "dir": str(folder)}
     if fmt == "safetensors":
@@ -123,7 +129,6 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
 
         lm = load_model(store, model_art, dtype="auto", device=device)  # W_o is cast to fp32 per layer
         if fmt == "control-vector":
-            from itictl.publish.bake import residual_shifts
             from itictl.models.arch import head_layout
 
             shifts = residual_shifts(lm.model, deltas)
@@ -137,11 +142,8 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
             doc.update(res)
             doc["usage"] = f"llama-cli -m MODEL.gguf --control-vector {folder / name}"
         else:
-            try:
-                from itictl.publish.pyvene_io import save_pyvene
-            except ImportError:
-                raise UnsupportedError("pyvene export is not available in this build",
-                                       "use --format safetensors") from None
+            from itictl.publish.pyvene_io import save_pyvene
+
             folder.mkdir(parents=True, exist_ok=True)
             before = {p for p in folder.rglob("*") if p.is_file()}
             save_pyvene(deltas, lm.model, folder)

@@ -132,19 +132,31 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
     `notes` are extra paragraphs for the loading section (e.g. how the bake enabled a bias)."""
     lin = lineage(store, intervention_art)
     base = base_model_id(lin)
-    m = lin["model"]
+    name = repo_id or ("ITI-baked " + (base or "model"))
+    lines = [*_front_matter(lin, base, what, license), "", f"# {name}", ""]
+    lines += _intro(what, base)
+    lines += _lineage_section(lin, base)
+    lines += _eval_section(store, intervention_art)
+    lines += _loading_section(what, repo_id, notes)
+    return "\n".join(lines) + "\n"
+
+
+def _front_matter(lin: dict[str, Any], base: str | None, what: str, license: str | None) -> list[str]:
+    """YAML front matter: base_model, license, library_name, tags."""
     yaml = ["---"]
     if base:
         yaml.append(f"base_model: {_yaml_scalar(base)}")
-    yaml.append(f"license: {_yaml_scalar(license or m.get('license') or 'other')}")
+    yaml.append(f"license: {_yaml_scalar(license or lin['model'].get('license') or 'other')}")
     yaml.append("library_name: transformers" if what == "baked-model" else "library_name: itictl")
     yaml.append("tags:")
     yaml += [f"- {t}" for t in TAGS]
     yaml.append("---")
-    name = repo_id or ("ITI-baked " + (base or "model"))
-    lines = [*yaml, "", f"# {name}", ""]
+    return yaml
+
+
+def _intro(what: str, base: str | None) -> list[str]:
     if what == "baked-model":
-        lines += [
+        return [
             f"{base or 'The base model'} with an Inference-Time Intervention (ITI; Li et al., NeurIPS 2023,"
             " arXiv 2306.03341) baked into the bias of the attention output projection of each intervened"
             " layer: `bias = W_o · δ_l` (+ any existing bias), which equals adding δ_l to that projection's"
@@ -155,14 +167,17 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
             " so its outputs can differ slightly from those of the live intervention that itictl evaluates.",
             "",
         ]
-    else:
-        lines += [
-            "An Inference-Time Intervention (ITI; Li et al., NeurIPS 2023, arXiv 2306.03341) made with itictl:"
-            " per intervened layer l a shift δ_l added to the input of the attention output projection"
-            " (`layer.{l}` tensors of size H·D in `intervention.safetensors`).",
-            "",
-        ]
-    lines += ["## Lineage", "", "| field | value |", "|---|---|"]
+    return [
+        "An Inference-Time Intervention (ITI; Li et al., NeurIPS 2023, arXiv 2306.03341) made with itictl:"
+        " per intervened layer l a shift δ_l added to the input of the attention output projection"
+        " (`layer.{l}` tensors of size H·D in `intervention.safetensors`).",
+        "",
+    ]
+
+
+def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
+    m = lin["model"]
+    lines = ["## Lineage", "", "| field | value |", "|---|---|"]
     rows = [
         ("base model", base or m.get("source")),
         ("model revision", m.get("commit") or (f"sha256 {m['sha256']}" if m.get("sha256") else None)),
@@ -180,16 +195,25 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
     lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
     if lin["heads"]:
         lines += ["", "Intervened heads (layer, head): " + ", ".join(f"({l}, {h})" for l, h in lin["heads"])]
+    return lines
+
+
+def _eval_section(store, intervention_art) -> list[str]:
+    """The metrics of the newest eval of this intervention; nothing when there is none."""
     evals = evals_of(store, intervention_art.key)
-    if evals:
-        ev = evals[-1]
-        doc = ev.read_json("eval.json") if "eval.json" in ev.manifest.files else None
-        rows_ev = _eval_rows(doc)
-        if rows_ev:
-            lines += ["", "## Evaluation", "", f"From itictl eval {ev.key[:12]} (TruthfulQA; mean over folds).", "",
-                      "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {v:.4g} |" for k, v in rows_ev]
-    lines += ["", "## How to load", ""]
+    if not evals:
+        return []
+    ev = evals[-1]
+    doc = ev.read_json("eval.json") if "eval.json" in ev.manifest.files else None
+    rows_ev = _eval_rows(doc)
+    if not rows_ev:
+        return []
+    return ["", "## Evaluation", "", f"From itictl eval {ev.key[:12]} (TruthfulQA; mean over folds).", "",
+            "| metric | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in rows_ev)]
+
+
+def _loading_section(what: str, repo_id: str | None, notes: list[str] | tuple[str, ...]) -> list[str]:
+    lines = ["", "## How to load", ""]
     if what == "baked-model":
         rid = repo_id or "path/to/this/folder"
         lines += [
@@ -212,4 +236,4 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
             "",
             "or with itictl: `itictl eval --intervention <this folder>`.",
         ]
-    return "\n".join(lines) + "\n"
+    return lines

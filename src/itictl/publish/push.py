@@ -2,7 +2,8 @@
 
 Owns: repo-name validation, token lookup (`--token` > HF_TOKEN > HUGGING_FACE_HUB_TOKEN; the token is
 registered with itictl.secrets so it is redacted everywhere and never stored), the list of files a
-push sends (`push_plan`), the upload itself (`upload`: create the repo if needed, create the branch
+push sends (`push_target`: which artifact a REF means; `push_plan`), the whole step (`run_push`), the
+upload itself (`upload`: create the repo if needed, create the branch
 if asked, one commit with every file) and the mapping of Hub failures to itictl errors (401/403 ->
 AuthError, anything network or server side -> RemoteError). The endpoint is read from HF_ENDPOINT at
 call time (tests point it at a local fake Hub).
@@ -83,26 +84,67 @@ def push_plan(store, art, repo_id: str, *, license: str | None = None) -> PushPl
         card = render_card(store, inter, what="baked-model", license=license, repo_id=repo_id, notes=notes)
         return PushPlan("baked-model", art.key, files, card)
     if art.kind == "intervention":
-        from itictl.publish.export import deltas_of, write_safetensors
+        from itictl.intervene.build import load_deltas
+        from itictl.publish.export import write_safetensors
         from itictl.publish.modelcard import intervention_info, model_of
 
         tmp = Path(tempfile.mkdtemp(prefix="itictl-push-"))
         info = {**intervention_info(art), "itictl_intervention_key": art.key, "model_key": model_of(store, art).key}
-        names = write_safetensors(deltas_of(art), info, tmp)
+        names = write_safetensors(load_deltas(art), info, tmp)
         card = render_card(store, art, what="intervention", license=license, repo_id=repo_id)
         return PushPlan("intervention", art.key, {n: tmp / n for n in names}, card, _tmp=tmp)
     raise BadInputError(f"{art.key[:12]} is a {art.kind} object; push sends baked models and interventions",
                         "pass a baked-model ref (`itictl bake`) or an intervention ref")
 
 
+def run_push(store, ref: str | None, repo: str | None, *, token: str | None = None, private: bool = False,
+             revision: str | None = None, dry_run: bool = False, license: str | None = None,
+             message: str | None = None, out=None) -> dict[str, Any]:
+    """`itictl push`: repo name and token checked first (the token is registered for redaction
+    before anything else), then the target (push_target), its plan, and the upload (or, with
+    dry_run, the file list and the card: no network). Returns the result document."""
+    if token:
+        register_secret(token)
+    repo_id = validate_repo_id(repo)
+    tok = None if dry_run else resolve_token(token)
+    art = push_target(store, ref, out)
+    plan = push_plan(store, art, repo_id, license=license)
+    try:
+        doc: dict[str, Any] = {"artifact": art.key, "kind": art.kind, "repo": repo_id, "files": plan.names(),
+                               "dry_run": dry_run, "revision": revision or "main", "private": private}
+        if dry_run:
+            doc["card"] = plan.card
+        else:
+            if out is not None:
+                out.info(f"pushing {len(doc['files'])} files to {repo_id}")
+            doc.update(upload(plan, repo_id, token=tok, private=private, revision=revision,
+                              commit_message=message))
+    finally:
+        plan.cleanup()
+    return doc
+
+
+def push_target(store, ref: str | None, out=None):
+    """What `itictl push REF` sends: a baked model or an intervention as named; any other ref goes
+    through publish.bake.resolve_intervention (an eval: its intervention); no ref: default_push_ref."""
+    if ref is None:
+        return default_push_ref(store, out)
+    art = store.open(ref)
+    if art.kind in ("baked-model", "intervention"):
+        return art
+    from itictl.publish.bake import resolve_intervention
+
+    return resolve_intervention(store, ref, out)
+
+
 def default_push_ref(store, out=None):
     """The baked model of last-eval's intervention, else the newest baked model in the store."""
     baked = store.ls(kind="baked-model")
     if "last-eval" in store.refs():
-        from itictl.publish.bake import intervention_of_last_eval
+        from itictl.publish.bake import resolve_intervention
 
         try:
-            inter = intervention_of_last_eval(store)
+            inter = resolve_intervention(store, None)
         except NotFoundError:
             inter = None
         if inter is not None:

@@ -1,6 +1,7 @@
 """pyvene interop: write and read pyvene's own IntervenableModel save format for ITI deltas.
 
-Owns `save_pyvene(deltas, model, dir)`, `load_pyvene(dir_or_hub_id)` and `pyvene_component(model, l)`.
+Owns `save_pyvene(deltas, model, dir)`, `load_pyvene(dir_or_hub_id)`, `pyvene_component(model, l)` and
+`import_pyvene` (the `itictl import pyvene` step: a pyvene save -> an intervention artifact).
 
 The format is what `pyvene.IntervenableModel.save` writes for a config of one
 `AdditionIntervention(source_representation=δ_l)` per intervened layer on the component
@@ -23,19 +24,15 @@ from pathlib import Path
 from typing import Mapping
 
 from itictl.errors import BadInputError, NotFoundError, UnsupportedError
+from itictl.models.arch import get_arch
 
 _COMPONENT_RE = re.compile(r"^(?P<pre>[\w.]+)\[(?P<layer>\d+)\]\.(?P<post>[\w.]+)\.input$")
 
 
 def pyvene_component(model, layer: int) -> str:
     """pyvene's module path of layer `layer`'s o_proj input, e.g. 'model.layers[3].self_attn.o_proj.input'."""
-    try:
-        from itictl.models.arch import get_arch
-
-        spec = get_arch(model)
-        return f"{spec.base}.{spec.layers}[{layer}].{spec.o_proj}.input"
-    except ImportError:
-        return f"model.layers[{layer}].self_attn.o_proj.input"
+    spec = get_arch(model)
+    return f"{spec.layers_path}[{layer}].{spec.o_proj}.input"
 
 
 def save_pyvene(deltas: Mapping[int, "torch.Tensor"], model, directory: Path | str) -> Path:  # noqa: F821
@@ -107,7 +104,9 @@ def load_pyvene(dir_or_hub_id: str | Path) -> tuple[dict[int, "torch.Tensor"], d
             raise UnsupportedError(f"pyvene intervention type {typ} is not additive",
                                    "only AdditionIntervention on o_proj inputs can become an ITI intervention")
         m = _COMPONENT_RE.match(str(comp))
-        if not m or not re.search(r"(o_proj|c_proj|dense|out_proj)$", m.group("post")):
+        from itictl.models.arch_discover import looks_like_o_proj
+
+        if not m or not looks_like_o_proj(m.group("post")):
             raise UnsupportedError(f"pyvene component {comp!r} is not an attention output projection's input",
                                    "itictl imports additive interventions on o_proj inputs only")
         binf = root / f"intkey_{key}.bin"
@@ -116,9 +115,31 @@ def load_pyvene(dir_or_hub_id: str | Path) -> tuple[dict[int, "torch.Tensor"], d
         state = torch.load(binf, map_location="cpu", weights_only=True)
         src = state.get("source_representation")
         if src is None:
-            raise BadInputError(f"{binf.name} has no source_representation", "only constant additive interventions can be imported")
+            raise BadInputError(f"{binf.name} has no source_representation",
+                                "only constant additive interventions can be imported")
         layer = int(m.group("layer"))
         vec = src.detach().to(torch.float32).reshape(-1)
         deltas[layer] = deltas[layer] + vec if layer in deltas else vec
         comps.append(comp)
     return deltas, {"components": comps, "source": str(root)}
+
+
+def import_pyvene(store, source: str | Path, model: str | None = None, revision: str | None = None, out=None):
+    """`itictl import pyvene`: a pyvene save (folder or Hub id) -> (intervention artifact, cached).
+    With `model` (a --model spec) the deltas must fit it (layers, o_proj width) and the artifact
+    records it as its model; without, the intervention has no model."""
+    from itictl.intervene.build import check_deltas_fit, import_deltas
+
+    deltas, info = load_pyvene(source)
+    layout = model_key = None
+    if model is not None:
+        from itictl.models import ensure_model, model_info
+
+        m_art = ensure_model(store, model, revision=revision, out=out)
+        mi = model_info(m_art)
+        layout = (int(mi["n_layers"]), int(mi["n_heads"]), int(mi["head_dim"]))
+        check_deltas_fit(deltas, layout[0], layout[1] * layout[2], model_label=f"model {model}",
+                         hint="pass the --model it was made for")
+        model_key = m_art.key
+    return import_deltas(store, deltas, layout=layout, model_key=model_key,
+                         source={"format": "pyvene", "from": str(source), "components": info["components"]})
