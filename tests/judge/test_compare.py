@@ -81,6 +81,8 @@ def test_compare_rejects_bad_input_before_any_work(cli, answers_csv, tmp_path):
     assert r.code == 3 and "missing.csv" in r.stderr
     r = cli("judge", "compare", "openai:a", "openai:b", "--kind", "truthy")
     assert r.code == 4
+    r = cli("judge", "compare", "openai:a", "openai:b")
+    assert r.code == 3 and "no `last-eval`" in r.stderr and "--answers CSV" in r.stderr
     r = cli("judge", "train", "--kind", "both")
     assert r.code == 4 and "--kind truth or --kind info" in r.stderr
     import os

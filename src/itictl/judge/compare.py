@@ -25,7 +25,13 @@ def read_answers(store, answers: str | None = None, eval_ref: str | None = None)
             raise NotFoundError(f"answers file {path} not found", "pass a CSV with question and answer columns")
         source = str(path)
     else:
-        art = store.open(eval_ref or "last-eval", kind="eval")
+        try:
+            art = store.open(eval_ref or "last-eval", kind="eval")
+        except NotFoundError:
+            if eval_ref:
+                raise
+            raise NotFoundError("no answers to compare on: the store has no `last-eval`",
+                                "run `itictl eval --metrics judge,…` first, or pass --answers CSV / --eval REF") from None
         path, source = art.file("answers.csv"), f"eval {art.key[:12]}"
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
