@@ -90,3 +90,36 @@ def test_bad_inputs_fail_before_any_work(store, judge_files, tmp_path):
     bad.write_text(json.dumps({"prompt": "hello", "completion": " yes"}) + "\n")
     with pytest.raises(BadInputError):
         run_judge_train(store, "truth", data=tmp_path)
+
+
+def test_a_killed_training_resumes_from_its_finished_chunks(store, judge_model_dir, judge_files, monkeypatch, tmp_path):
+    from itictl.judge import features as F
+    from itictl.judge import train as T
+    from itictl.store import Store
+
+    monkeypatch.setattr(T, "CHUNK", 16)  # 72 records -> 5 pieces
+    real, calls = F.prompt_features, []
+
+    def killed_at_third(*a, **k):
+        calls.append(len(a[2]))
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*a, **k)
+
+    monkeypatch.setattr(F, "prompt_features", killed_at_third)
+    kw = dict(model=str(judge_model_dir), data=judge_files["truth"], device="cpu")
+    with pytest.raises(RuntimeError, match="killed"):
+        run_judge_train(store, "truth", **kw)
+    assert not store.ls(kind="judge")
+    calls.clear()
+    monkeypatch.setattr(F, "prompt_features", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    art, cached, doc = run_judge_train(store, "truth", **kw)
+    assert not cached and calls == [16, 16, 8]  # pieces 3-5 only; 1-2 came from the work dir
+    fresh_store = Store(tmp_path / "fresh")
+    fresh_store.ensure()
+    _, _, fresh = run_judge_train(fresh_store, "truth", **kw)
+    assert doc["layer"] == fresh["layer"] and doc["C"] == fresh["C"]
+    for part, m in doc["metrics"].items():
+        assert m["n"] == fresh["metrics"][part]["n"]
+        assert [m[k] for k in ("accuracy", "auc", "log_loss")] == pytest.approx(
+            [fresh["metrics"][part][k] for k in ("accuracy", "auc", "log_loss")], rel=1e-5)

@@ -11,7 +11,8 @@ questions the judge never saw (`unseen_questions`) and on held-out answers to se
 Artifact `judge`: params {kind, data (sha256 of the file), limit, features, search (layers, C grid,
 screening), splits, seed, dtype}; parents {model}. Payload judge.safetensors (weight, bias, mean,
 std; float32) and judge.json (model key, layer, C, metrics, search table, counts). Tags
-`last-judge-truth` / `last-judge-info`. batch_tokens and the device are not in the key.
+`last-judge-truth` / `last-judge-info`. batch_tokens and the device are not in the key. The
+features are computed in pieces of CHUNK prompts saved in the key's work dir: a killed run resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from itictl.judge import fit as JF
 
 STEP_VERSION = 1
 FLOAT16_ABOVE = 1 << 30  # feature arrays larger than this (bytes as float32) are kept as float16
+CHUNK = 2048  # prompts per resumable piece of the feature extraction
 
 
 def judge_params(kind: str, digest: str, *, limit: int | None, features: str, seed: int, dtype: str) -> dict[str, Any]:
@@ -74,12 +76,13 @@ def run_judge_train(store, kind: str, *, model: str | None = None, data: str | P
     return art, cached, art.read_json("judge.json")
 
 
-def _features(store, model_art, examples, params, *, device, batch_tokens, out):
-    """-> (X [N, layers, W], loaded model)."""
+def _features(store, model_art, examples, params, *, device, batch_tokens, out, work: Path):
+    """-> (X [N, layers, W], loaded model); finished chunks are kept in `work` until the judge exists."""
     import contextlib
 
     from itictl.judge.features import prompt_features
     from itictl.models import load_model, resolve_device
+    from itictl.store.atomic import atomic_path
 
     dev = resolve_device(device)
     status = out.status(f"loading model {model_art.key[:12]} on {dev}") if out else contextlib.nullcontext()
@@ -87,13 +90,31 @@ def _features(store, model_art, examples, params, *, device, batch_tokens, out):
         lm = load_model(store, model_art, dtype=params["dtype"], device=dev)
     n_layers = lm.layout.n_layers + (1 if params["features"] == "resid" else 0)
     width = lm.layout.width if params["features"] == "heads" else lm.model.config.hidden_size
-    big = len(examples) * n_layers * width * 4 > FLOAT16_ABOVE
+    dt = np.float16 if len(examples) * n_layers * width * 4 > FLOAT16_ABOVE else np.float32
     bar = out.progress("judge activations", len(examples), "answers") if out else contextlib.nullcontext(None)
     with bar as adv:
-        X = prompt_features(lm.model, lm.tokenizer, [e.prompt for e in examples], features=params["features"],
-                            device=lm.device, batch_tokens=batch_tokens,
-                            store_dtype=np.float16 if big else np.float32, progress=adv)
+        X = np.empty((len(examples), n_layers, width), dtype=dt)
+        for rows, f in _chunks(examples, work):
+            if f.is_file():  # done before a crash
+                X[rows] = np.load(f)
+                if adv:
+                    adv(len(rows))
+                continue
+            X[rows] = prompt_features(lm.model, lm.tokenizer, [examples[i].prompt for i in rows],
+                                      features=params["features"], device=lm.device, batch_tokens=batch_tokens,
+                                      store_dtype=dt, progress=adv)
+            with atomic_path(f) as tmp, tmp.open("wb") as fh:
+                np.save(fh, X[rows])
     return X, lm
+
+
+def _chunks(examples, work: Path) -> list[tuple[np.ndarray, Path]]:
+    """CHUNK-prompt pieces of the work, the answers to one question kept together where the piece
+    allows (their prefix is shared), each with the work file that holds it once done (a killed run
+    resumes from them)."""
+    order = np.asarray(sorted(range(len(examples)), key=lambda i: (examples[i].question, i)), dtype=np.int64)
+    work.mkdir(parents=True, exist_ok=True)
+    return [(order[s:s + CHUNK], work / f"features_{s // CHUNK:05d}.npy") for s in range(0, len(order), CHUNK)]
 
 
 def _build(ctx, store, model_art, path: Path, params: dict[str, Any], *, device: str, batch_tokens, out) -> None:
@@ -105,7 +126,8 @@ def _build(ctx, store, model_art, path: Path, params: dict[str, Any], *, device:
     examples = JD.load_examples(path, params["kind"], params["limit"])
     sp = JD.split_examples(examples, params["seed"])
     y = np.asarray([e.label for e in examples], dtype=np.int64)
-    X, lm = _features(store, model_art, examples, params, device=device, batch_tokens=batch_tokens, out=out)
+    X, lm = _features(store, model_art, examples, params, device=device, batch_tokens=batch_tokens, out=out,
+                      work=ctx.work)
     solver_dev = str(lm.device) if str(lm.device).startswith("cuda") else "cpu"
     n_fits = X.shape[1] + min(JF.TOP_LAYERS, X.shape[1]) * len(JF.DEFAULT_CS)  # screening + grid
     bar = out.progress("probe search", n_fits, "probes") if out else contextlib.nullcontext(None)
