@@ -26,7 +26,7 @@ demo: install
 	ITICTL_HOME=$(DEMO_STORE) bash scripts/demo.sh
 
 # Test tiers (set from fixture use, see tests/conftest.py): unit needs neither the embedded model
-# nor ../shared; integration uses them; slow launches torchrun. `test` runs every tier.
+# nor ../shared; integration uses them; slow launches torchrun or headless chromium. `test` runs every tier.
 test: install
 	$(BIN)/python -m pytest -q
 

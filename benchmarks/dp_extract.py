@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="--make-model: a tiny random model (smoke tests)")
     ap.add_argument("--tokenizer", default=None, help="--make-model: tokenizer folder (default: the embedded model's)")
     ap.add_argument("--single-only", action="store_true", help="run only the single-process extract and print its meta")
+    ap.add_argument("--fuse", default=None, help="itictl extract --fuse (auto | off | compile | max-autotune)")
     args = ap.parse_args()
 
     if args.make_model:
@@ -123,6 +124,8 @@ def main() -> None:
         common += ["--limit", str(args.limit)]
     if args.batch_tokens:
         common += ["--batch-tokens", str(args.batch_tokens)]
+    if args.fuse:
+        common += ["--fuse", args.fuse]
     try:
         a, a_wall = run([sys.executable, "-m", "itictl", "--store", str(one), *common], env)
         if args.single_only:  # one process: its timings alone (issue 3's end-to-end CLI number)

@@ -13,6 +13,8 @@ Both collect head-wise [N, L, H·D] and layer-wise [N, L+1, hidden] activations.
 
   python benchmarks/extract.py --device cpu --model embedded --limit 1000
   python benchmarks/extract.py --device cuda --model llama2-7b-random            # all 5,882 tqa_mc2
+  python benchmarks/extract.py --device cuda --model llama2-7b-random --fuse off,compile --no-reference \
+      --head-only --phase-timeout 240     # issue 21: unfused vs compiled layers, FLOP-bound ratio of each
 
 For llama2-7b-random the prompts are the real tqa_mc2 prompts tokenised by the embedded model's
 tokenizer (ids folded into Llama-2's 32,000 vocabulary), so lengths and prefix sharing are real.
@@ -155,16 +157,156 @@ def reference_method(pv_model, collectors, items, device):
     return np.stack(heads), np.stack(layers)
 
 
-def itictl_method(model, items, device, batch_tokens, row_tokens=None):
+def itictl_method(model, items, device, batch_tokens, row_tokens=None, fuse="off", layer_wise=True):
     """As `itictl extract` computes: planned, packed forwards; activations in the store dtype
     (float16 for a float16 model, float32 on the CPU) copied to host arrays in prompt order while
-    the next forwards run."""
+    the next forwards run. `fuse`: a --fuse mode (compiled decoder layers, itictl.compute.fuse)."""
     from itictl.extract.engine import plan_batches
     from itictl.extract.host import collect_to_host
 
     batches = plan_batches(items, range(len(items)), batch_tokens, row_tokens=row_tokens)
-    out = collect_to_host(model, items, batches, layer_wise=True, device=device, pad_id=0)
-    return out["head_wise"], out["layer_wise"], batches
+    out = collect_to_host(model, items, batches, layer_wise=layer_wise, device=device, pad_id=0, fuse=fuse)
+    return out["head_wise"], out.get("layer_wise"), batches
+
+
+class PhaseTimeout(Exception):
+    pass
+
+
+class deadline:
+    """Raise PhaseTimeout in the main thread after `seconds` (0: no limit), so one slow phase (a
+    compile that takes too long) is reported and the others still run."""
+
+    def __init__(self, seconds: int, name: str):
+        self.seconds, self.name = int(seconds or 0), name
+
+    def __enter__(self):
+        import signal
+
+        if self.seconds > 0:
+            def fire(*_):
+                raise PhaseTimeout(f"{self.name}: over {self.seconds} s")
+            self.prev = signal.signal(signal.SIGALRM, fire)
+            signal.alarm(self.seconds)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.seconds > 0:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, self.prev)
+        return False
+
+
+def fuse_report(model) -> dict:
+    """What the compiled path did: dynamo's graph counts and breaks, whether compiled forwards exist."""
+    from torch._dynamo.utils import counters
+
+    from itictl.compute.fuse import COMPILED
+    from itictl.models.arch import decoder_layers
+
+    cls = type(decoder_layers(model)[0])
+    return {"unique_graphs": counters["stats"].get("unique_graphs", 0),
+            "graph_breaks": sum(counters["graph_break"].values()),
+            "frames_ok": counters["frames"].get("ok", 0),
+            "compiled_modes": sorted(m for c, m in COMPILED if c is cls)}
+
+
+def compare_fuse(args, model, items, device, batch_tokens, base, bound) -> dict:
+    """Time each --fuse mode after the first like the main run (a full warm-up that includes the
+    compile, then --repeats runs), with its max abs difference to the first mode's arrays."""
+    import warnings
+
+    import numpy as np
+
+    res = {}
+    for mode in args.fuse_modes[1:]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with deadline(args.phase_timeout, f"fuse {mode}"):
+                    runs, head, layer, _, warm_s = timed_runs(args, model, items, device, batch_tokens, mode)
+            except PhaseTimeout as e:
+                res[f"fuse_{mode}"] = {"error": str(e)}
+                print(f"fuse {mode}: {e}", file=sys.stderr)
+                continue
+        t = float(np.median(runs))
+        r = {"itictl_s": round(t, 3), "runs_s": [round(x, 3) for x in runs], "warmup_s": round(warm_s, 1),
+             "max_abs_diff_head_wise_vs_" + args.fuse_modes[0]: float(np.abs(head.astype(np.float32)
+                                                                             - base[0].astype(np.float32)).max()),
+             "fallback_warnings": [str(w.message) for w in caught if "--fuse" in str(w.message)],
+             **fuse_report(model)}
+        if layer is not None and base[1] is not None:
+            r["max_abs_diff_layer_wise_vs_" + args.fuse_modes[0]] = float(np.abs(
+                layer.astype(np.float32) - base[1].astype(np.float32)).max())
+        if bound:
+            r["over_bound"] = round(t / bound, 2)
+        res[f"fuse_{mode}"] = r
+        print(f"fuse {mode}: {t:.3f} s" + (f" = {t / bound:.2f}x the FLOP bound" if bound else "")
+              + f" (warm-up incl. compile {warm_s:.1f} s)", file=sys.stderr)
+    return res
+
+
+KERNEL_KINDS = (("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm100_")),
+                ("attention", ("attention", "fmha", "flash", "cudnn", "sdpa")),
+                ("fused (triton)", ("triton_",)), ("copies", ("memcpy", "memset")))
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in low for k in keys):
+            return kind
+    return "other elementwise / index"
+
+
+def profile_modes(args, model, items, device, bt) -> dict:
+    """One profiled run per --fuse mode (after the timed ones, so everything is compiled): device
+    time by kernel kind and the top kernels (the profile that says where the rest of the time goes)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    out = {}
+    for mode in args.fuse_modes:
+        with deadline(args.phase_timeout, f"profile {mode}"), profile(activities=[ProfilerActivity.CUDA]) as prof:
+            itictl_method(model, items, device, bt, args.row_tokens, mode, not args.head_only)
+            torch.cuda.synchronize()
+        kinds: dict[str, float] = {}
+        top = []
+        for e in prof.key_averages():
+            t = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+            if t <= 0:
+                continue
+            kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + t / 1e6
+            top.append((t / 1e6, e.count, e.key[:90]))
+        top.sort(reverse=True)
+        out[mode] = {"device_s_by_kind": {k: round(v, 3) for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
+                     "device_s_total": round(sum(kinds.values()), 3),
+                     "top_kernels": [f"{t:.3f} s  x{n}  {k}" for t, n, k in top[:15]]}
+        print(f"profile --fuse {mode}: " + json.dumps(out[mode], indent=1), file=sys.stderr)
+    return out
+
+
+def timed_runs(args, model, items, device, bt, fuse):
+    """Warm-up (timed: includes compiling), then args.repeats timed runs -> (seconds per run, head,
+    layer, batches of the last, warm-up seconds). Warm-up: the whole run on a GPU or with compiled
+    layers (allocator, kernels and compiled graphs for every shape), else 8 prompts on a CPU."""
+    warm = items if device.startswith("cuda") or fuse != "off" else items[:8]  # compiled: every shape
+    lw = not args.head_only
+    _sync(device)
+    t = time.time()
+    itictl_method(model, warm, device, bt, args.row_tokens, fuse, lw)
+    _sync(device)
+    warm_s = time.time() - t
+    runs = []
+    for _ in range(args.repeats):
+        _sync(device)
+        t = time.time()
+        got = itictl_method(model, items, device, bt, args.row_tokens, fuse, lw)
+        _sync(device)
+        runs.append(time.time() - t)
+    return (runs, *got, warm_s)
 
 
 def main(argv=None) -> int:
@@ -189,7 +331,17 @@ def main(argv=None) -> int:
     p.add_argument("--no-share", action="store_true", help="disable question-prefix sharing")
     p.add_argument("--repeats", type=int, default=3, help="timed itictl runs per setting (median reported)")
     p.add_argument("--json", action="store_true", help="print one JSON line with the results")
+    p.add_argument("--fuse", default="off", metavar="MODES",
+                   help="comma-separated --fuse modes (off, compile, max-autotune, auto): the first is the main run "
+                        "(and the one compared with the reference), each other is timed the same way and compared "
+                        "with the first (issue 21: --fuse off,compile)")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference method (pyvene, slow)")
+    p.add_argument("--head-only", action="store_true", help="head-wise only, as `itictl extract` by default")
+    p.add_argument("--phase-timeout", type=int, default=0, help="seconds per timed phase (0: no limit)")
+    p.add_argument("--profile", action="store_true",
+                   help="CUDA: after timing, one torch.profiler run per --fuse mode: device time by kernel kind")
     args = p.parse_args(argv)
+    args.fuse_modes = [m.strip() for m in args.fuse.split(",") if m.strip()] or ["off"]
 
     import numpy as np
     import torch
@@ -223,28 +375,30 @@ def main(argv=None) -> int:
 
     # itictl first, on the untouched model (the reference's pyvene wrapper and transformers'
     # hidden-state capture hooks stay installed afterwards and would slow any later forward).
-    # Warm-up: the whole run on a GPU (allocator and kernels for every shape), 8 prompts on a CPU.
-    warm = items if device.startswith("cuda") else items[:8]
+    def timed(bt: int, fuse: str = args.fuse_modes[0]):
+        with deadline(args.phase_timeout, f"itictl --fuse {fuse} @ {bt}"):
+            return timed_runs(args, model, items, device, bt, fuse)
 
-    def timed(bt: int):
-        """Warm-up, then args.repeats timed runs -> (seconds per run, head, layer, batches of the last)."""
-        itictl_method(model, warm, device, bt, args.row_tokens)
-        runs = []
-        for _ in range(args.repeats):
-            _sync(device)
-            t = time.time()
-            got = itictl_method(model, items, device, bt, args.row_tokens)
-            _sync(device)
-            runs.append(time.time() - t)
-        return (runs, *got)
-
-    runs, head, layer, batches = timed(batch_tokens)
+    runs, head, layer, batches, warm_main = timed(batch_tokens)
     t_itictl = float(np.median(runs))  # the median is reported (the spread too)
+    print(f"itictl --fuse {args.fuse_modes[0]}: {t_itictl:.3f} s (warm-up {warm_main:.1f} s)", file=sys.stderr)
+    bound = flop_bound(model, count_tokens(items, batches)) if device.startswith("cuda") else None
+    fused = compare_fuse(args, model, items, device, batch_tokens, (head, layer), bound)
 
+    if args.profile and device.startswith("cuda"):
+        try:
+            fused["profile"] = profile_modes(args, model, items, device, batch_tokens)
+        except Exception as e:  # noqa: BLE001 - a profile is extra: report and go on
+            fused["profile"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     others = {}
     for bt in args.also_batch_tokens:  # other forward sizes, same warm-up and timing
-        ts, _, _, b2 = timed(bt)
+        ts, _, _, b2, _ = timed(bt)
         others[bt] = {"itictl_s": round(float(np.median(ts)), 3), "forwards": len(b2)}
+    if args.no_reference:
+        return report(args, model, items, batches, head, {"model": name, "batch_tokens": batch_tokens,
+                      "itictl_s": round(t_itictl, 3),
+                      "itictl_runs_s": [round(x, 3) for x in runs], "warmup_s": round(warm_main, 1),
+                      "fuse": args.fuse_modes[0], **fused}, others, t_itictl, dtype)
 
     pv_model, collectors = reference_collectors(model)
     reference_method(pv_model, collectors, items[:2], device)  # warm-up, not timed
@@ -258,33 +412,48 @@ def main(argv=None) -> int:
     t_ref = t_ref_measured * len(items) / len(ref_items)
 
     n_ref = len(ref_items)
-    err_head = float(np.abs(head[:n_ref] - ref_head).max())
-    err_layer = float(np.abs(layer[:n_ref] - ref_layer).max())
-    scale = float(np.abs(ref_head).max())
-    tokens = count_tokens(items, batches)
-    res = {
-        "model": name, "device": device, "dtype": str(dtype).split(".")[-1], "prompts": len(items),
-        "batch_tokens": batch_tokens, "share": not args.no_share,
-        "reference_s": round(t_ref, 3), "reference_ms_per_prompt": round(1000 * t_ref / len(items), 3),
-        "reference_measured_prompts": n_ref,
-        "itictl_s": round(t_itictl, 3), "itictl_runs_s": [round(x, 3) for x in runs],
-        "itictl_prompts_per_s": round(len(items) / t_itictl, 1),
-        "ratio": round(t_ref / t_itictl, 2),
-        "tokens_computed": tokens["real"], "tokens_padded": tokens["padded"], "tokens_unshared": tokens["unshared"],
-        "max_abs_diff_head_wise": err_head, "max_abs_head_wise": scale, "max_abs_diff_layer_wise": err_layer,
-        "torch_threads": torch.get_num_threads(), "forwards": len(batches),
-    }
+    ref = {"model": name, "batch_tokens": batch_tokens, "reference_s": round(t_ref, 3),
+           "reference_ms_per_prompt": round(1000 * t_ref / len(items), 3),
+           "reference_measured_prompts": n_ref, "ratio": round(t_ref / t_itictl, 2),
+           "max_abs_diff_head_wise": float(np.abs(head[:n_ref] - ref_head).max()),
+           "max_abs_head_wise": float(np.abs(ref_head).max()),
+           "itictl_s": round(t_itictl, 3), "itictl_runs_s": [round(x, 3) for x in runs],
+           "warmup_s": round(warm_main, 1), "fuse": args.fuse_modes[0], **fused}
+    if layer is not None:
+        ref["max_abs_diff_layer_wise"] = float(np.abs(layer[:n_ref] - ref_layer).max())
+    for bt, o in others.items():
+        ref[f"ratio@{bt}"] = round(t_ref / o["itictl_s"], 2)
+    return report(args, model, items, batches, head, ref, others, t_itictl, dtype)
+
+
+def flop_bound(model, tokens: dict) -> float:
+    """2 * matmul params * computed tokens / 790e12 (embeddings excluded: a lookup, not a matmul)."""
+    from itictl.models.arch import decoder_stack
+
+    stack = decoder_stack(model)
+    emb_params = sum(p.numel() for n, p in stack.named_parameters() if "embed" in n)
+    return 2 * (sum(p.numel() for p in stack.parameters()) - emb_params) * tokens["real"] / H100_BF16_DENSE
+
+
+def report(args, model, items, batches, head, res: dict, others: dict, t_itictl: float, dtype) -> int:
+    """Print the results (one JSON line with --json, else one key per line)."""
+    import torch
+
+    from itictl.models.arch import decoder_stack
+
+    tokens = count_tokens_of(items, batches)
+    res = {"device": args.device, "dtype": str(dtype).split(".")[-1], "prompts": len(items),
+           "share": not args.no_share, "head_only": args.head_only, **res,
+           "itictl_prompts_per_s": round(len(items) / t_itictl, 1),
+           "tokens_computed": tokens["real"], "tokens_padded": tokens["padded"], "tokens_unshared": tokens["unshared"],
+           "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "forwards": len(batches)}
     for bt, o in others.items():
         res[f"itictl_s@{bt}"] = o["itictl_s"]
-        res[f"ratio@{bt}"] = round(t_ref / o["itictl_s"], 2)
         res[f"forwards@{bt}"] = o["forwards"]
-    if device.startswith("cuda"):
-        from itictl.models.arch import decoder_stack
-
+    if args.device.startswith("cuda"):
         stack = decoder_stack(model)
-        emb_params = sum(p.numel() for n, p in stack.named_parameters() if "embed" in n)
-        params = sum(p.numel() for p in stack.parameters()) - emb_params  # what the matmuls touch
-        bound = 2 * params * tokens["real"] / H100_BF16_DENSE
+        params = sum(p.numel() for n, p in stack.named_parameters() if "embed" not in n)
+        bound = flop_bound(model, tokens)
         res.update({"gpu": torch.cuda.get_device_name(), "matmul_params": params,
                     "flop_bound_s": round(bound, 3), "itictl_over_bound": round(t_itictl / bound, 2),
                     "reference_tokens": tokens["unshared"],
@@ -297,6 +466,12 @@ def main(argv=None) -> int:
         for k, v in res.items():
             print(f"{k:28s} {v}")
     return 0
+
+
+def count_tokens_of(items, batches) -> dict:
+    from itictl.extract.engine import count_tokens
+
+    return count_tokens(items, batches)
 
 
 if __name__ == "__main__":

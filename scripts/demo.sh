@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model (SmolLM2-135M-Instruct), on a small TruthfulQA subset:
 # extract -> probe -> intervene (+ a steered answer) -> small local judges -> eval (MC, True, Info,
-# True*Info, CE/KL at alpha 0 and the ITI setting) -> bake, printing each step's result.
+# True*Info, CE/KL at alpha 0 and the ITI setting) -> bake -> an HTML report of the eval, printing
+# each step's result.
 # Every step is an artifact in the store ($ITICTL_HOME); a second run is all cache hits.
 set -euo pipefail
 IT=".venv/bin/itictl"
@@ -22,3 +23,7 @@ step eval --limit-questions "$Q" --heads 16 --alpha 0,15 --metrics mc,judge,info
      --info-judge local --text "$TEXT" --text-samples 16
 step bake
 step store ls
+REPORT=${DEMO_REPORT:-build/demo-report.html}
+mkdir -p "$(dirname "$REPORT")"
+step report -o "$REPORT"
+printf '\n\033[1mThe report of this eval (one self-contained HTML file): %s\033[0m\n' "$(realpath "$REPORT")" >&2

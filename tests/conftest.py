@@ -1,7 +1,8 @@
 """Shared fixtures, and the test tiers.
 
 Every test gets exactly one tier marker, set here from the fixtures it uses (never by hand):
-  slow         launches a multi-process torchrun run: uses the `torchrun` fixture.
+  slow         launches a multi-process torchrun run or a headless browser: uses the `torchrun` or
+               `chromium` fixture.
   integration  needs the embedded SmolLM2-135M-Instruct model or the shared data (../shared/data,
                or $ITICTL_TEST_SHARED_DATA): uses `embedded`, `session_store`, `tqa_dir` or
                `wikitext_path`, directly or through another fixture.
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 INTEGRATION_FIXTURES = frozenset({"embedded", "session_store", "tqa_dir", "wikitext_path"})
-SLOW_FIXTURES = frozenset({"torchrun"})
+SLOW_FIXTURES = frozenset({"torchrun", "chromium"})
 
 
 def tier(fixturenames) -> str:
@@ -111,6 +112,19 @@ def torchrun():
     from tests.helpers import run_torchrun
 
     return run_torchrun
+
+
+@pytest.fixture
+def chromium():
+    """The path of a headless-capable Chromium (Debian: `apt-get install chromium`); skips the test
+    when none is installed. Using this fixture puts a test in the `slow` tier."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no chromium binary on PATH (Debian: apt-get install -y chromium)")
 
 
 @pytest.fixture

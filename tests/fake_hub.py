@@ -1,7 +1,8 @@
 """A local HTTP fake of the Hugging Face Hub, served on 127.0.0.1 in a thread, so huggingface_hub
 (and transformers through it) run for real against it. One server, two route sets:
 
-- **Push** (auth required, `Authorization: Bearer <token>`; else 401): create_repo / create_branch /
+- **Push** (auth required, `Authorization: Bearer <token>`; else 401): whoami (GET /api/whoami-v2:
+  the token's user is `hub.user`), create_repo / create_branch /
   create_commit (validate-yaml, preupload, NDJSON commit) and model_info of pushed repos. Every file
   is answered with uploadMode "regular", so contents arrive base64-encoded in the commit body and
   the fake keeps them: `hub.repos[repo_id]["branches"][rev][path] = bytes`.
@@ -45,8 +46,9 @@ def file_commit(repo: str, rev: str, files: dict[str, bytes]) -> str:
 
 class FakeHub:
     def __init__(self, token: str = "hf_good_token_123", *, datasets: dict[str, dict[str, bytes]] | None = None,
-                 models: dict[str, dict] | None = None):
+                 models: dict[str, dict] | None = None, user: str = "fake-user"):
         self.token = token
+        self.user = user
         self.repos: dict[str, dict] = {}  # pushed repos
         self.datasets = datasets or {}
         self.models = models or {}
@@ -180,6 +182,11 @@ class FakeHub:
                     if m and m.group(1) not in hub.repos:  # like the Hub: anonymous + unknown repo
                         return self._send(401, {"error": "Repository Not Found"}, {"X-Error-Code": "RepoNotFound"})
                     return self._send(401, {"error": "Invalid credentials in Authorization header"})
+                if path == "/api/whoami-v2":  # the shape of the Hub's answer, trimmed
+                    return self._send(200, {"type": "user", "id": "0" * 24, "name": hub.user, "fullname": hub.user,
+                                            "orgs": [], "auth": {"type": "access_token",
+                                                                 "accessToken": {"displayName": "itictl-test",
+                                                                                 "role": "write"}}})
                 if m and m.group(1) in hub.repos:
                     return self._send(200, {"id": m.group(1), "sha": "0" * 40, "siblings": []})
                 return self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})

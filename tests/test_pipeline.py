@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from itictl.errors import BadInputError, UsageError
+from itictl.errors import BadInputError
 from itictl.pipeline import ChainSpec, Setting, check_folds, questions_held
 from tests.helpers import run_cli
 
@@ -52,8 +52,7 @@ def test_spec_and_setting_checks():
             spec.check()
     with pytest.raises(BadInputError, match="--fold"):
         ChainSpec(folds=3).check_fold(3)
-    with pytest.raises(UsageError, match="all questions"):  # reserved for the final intervention
-        ChainSpec(folds=3).check_fold(None)
+    ChainSpec(folds=3).check_fold(None)  # all questions (the final intervention): tests/probe/test_all_questions.py
     with pytest.raises(BadInputError, match="more than the model"):
         Setting(13, 1.0).check(3, 4)
     with pytest.raises(BadInputError, match="finite"):

@@ -10,11 +10,14 @@ Points:
   store.built           kind, key         after the build returned, before the object is sealed
   store.sealing         kind, key         while the object is being sealed (made read-only)
   probe.start           key               before the probe step computes
+  timing.start / timing.end   phase       around a timed phase (`timed(name)`: identity_hash,
+                                          model_load, extract:FORMAT; evaluate/timings.py collects them)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
 _HOOKS: dict[str, list[Callable[..., Any]]] = {}
 
@@ -37,3 +40,13 @@ def fire(name: str, **info: Any) -> None:
 
 def clear() -> None:
     _HOOKS.clear()
+
+
+@contextlib.contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Fire `timing.start` and `timing.end` (phase=name) around the block; a listener reads the clock."""
+    fire("timing.start", phase=name)
+    try:
+        yield
+    finally:
+        fire("timing.end", phase=name)

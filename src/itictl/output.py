@@ -70,9 +70,10 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None, unit: str = "it") -> Iterator[Callable[[int], None]]:
-        """Yields advance(n). Shows a bar with rate and ETA on stderr unless quiet."""
+        """Yields advance(n, description=None) (a new description replaces the bar's text). Shows a
+        bar with rate and ETA on stderr unless quiet."""
         if self.quiet:
-            yield lambda n=1: None
+            yield lambda n=1, description=None: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -87,7 +88,8 @@ class Output:
                 _Rate(""), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
         with Progress(*cols, console=self.console, transient=False) as prog:
             task = prog.add_task(description, total=total)
-            yield lambda n=1: prog.advance(task, n)
+            yield lambda n=1, description=None: prog.update(task, advance=n, **(
+                {"description": description} if description is not None else {}))
 
     # ---- the result (stdout for JSON) ----------------------------------------------------
     def result(self, doc: dict[str, Any], render: Callable[[Any], None] | None = None) -> None:

@@ -16,17 +16,22 @@ the extraction steps use).
     model_of(store, spec, out)                the `model` artifact (a GGUF is converted once, here)
     activations(store, spec, model_art, fmt, ...)      one extraction with the spec's limits
     prepare(store, spec, ...) -> Base         model, activations and tuning activations
-    fold_probes(store, spec, acts, fold, ...) probes of one fold
+    fold_probes(store, spec, acts, fold, ...) probes of one fold (fold None: all questions, no test fold)
     intervention(store, spec, probes, tuning, setting, ...)
     build_chain(store, spec, setting, fold=0, probes=REF, tuning=REF, steering=Steer(...), out) -> Chain
+    final_intervention(store, spec, setting, model_art=, acts=, tuning=, out) -> Chain   fold None, for shipping
     steer(store, spec, chain, Steer(prompt, ...)) -> {'unsteered', 'steered'} greedy answers
 
 Order of work: options, refs and fold sizes are checked first; then the model; then extraction.
 
+Protocol: ChainSpec.protocol ('itictl' | 'reference', itictl.protocol) gives the defaults of the
+switches left None (split, val_draw, backend, sigma_from, tie_break); an explicit switch wins.
+
 Made to grow: a sweep over (K, α, direction) per fold (`tune`) is `prepare` once, `fold_probes` per
-fold, `intervention` per setting; the final intervention for bake/push ("all questions": probes
-trained on every question with a train/val split and no test fold) is `fold=None`, which the
-functions already take (ChainSpec.check_fold refuses it with a UsageError until the probe step has it).
+fold, `intervention` per setting. The final intervention for bake/push/export ("all questions", the
+reference's edit_weight.py fit: probes trained on every question with an 80/20 train/val split and
+no test fold, σ over every tuning prompt) is `fold=None` everywhere; `final_intervention` builds it
+for one setting (publish.final picks the setting of an eval).
 """
 
 from __future__ import annotations
@@ -51,20 +56,37 @@ class ChainSpec:
     limit_questions: int | None = None  # the prompts of the first N questions (eval); wins over limit
     folds: int = 2
     val_ratio: float = 0.2
-    split: str = "random"
+    split: str | None = None  # None: the protocol's (itictl: random, reference: contiguous)
     seed: int = 42  # folds, validation split, tqa_gen_end_q's other question, random directions
-    backend: str = "torch"
+    backend: str | None = None  # None: the protocol's (torch | sklearn)
     dtype: str = "auto"
     device: str = "auto"
     device_map: str | dict | None = None
+    protocol: str = "itictl"  # itictl | reference: the defaults of the switches left None (itictl.protocol)
+    val_draw: str | None = None  # seeded | stream
+    sigma_from: str | None = None  # train | all
+    tie_break: str | None = None  # lower | argsort
+
+    def __post_init__(self) -> None:
+        """Fill the switches left None from the protocol (an explicit switch wins)."""
+        from itictl.protocol import resolve
+
+        sw = resolve(self.protocol, check=False, split=self.split, val_draw=self.val_draw, backend=self.backend,
+                     sigma_from=self.sigma_from, tie_break=self.tie_break)  # bad values: check()
+        for name in ("split", "val_draw", "backend", "sigma_from", "tie_break"):
+            object.__setattr__(self, name, getattr(sw, name))
 
     def check(self) -> None:
         """One-line errors for every bad option, before any work (fold sizes: check_folds)."""
         from itictl.data.prompts import check_format
+        from itictl.intervene.build import check_reference_switches
         from itictl.models.devices import compute_device, parse_device_map, resolve_dtype
         from itictl.probe.step import validate_options
+        from itictl.protocol import check_protocol
 
-        validate_options(self.folds, 0, self.val_ratio, self.split, self.backend)
+        check_protocol(self.protocol)
+        validate_options(self.folds, 0, self.val_ratio, self.split, self.backend, self.val_draw)
+        check_reference_switches(self.sigma_from, self.tie_break)
         check_format(self.dataset)
         check_format(self.tuning_dataset)
         for name, v in (("--limit", self.limit), ("--limit-questions", self.limit_questions)):
@@ -73,12 +95,8 @@ class ChainSpec:
         resolve_dtype(self.dtype, compute_device(self.device, parse_device_map(self.device_map)))
 
     def check_fold(self, fold: int | None) -> None:
-        """fold: the test fold, 0..folds-1; None (all questions, no test fold) is reserved."""
-        if fold is None:
-            from itictl.errors import UsageError
-
-            raise UsageError("probes on all questions (no test fold) are not supported yet", "pass a fold number")
-        if not 0 <= fold < self.folds:
+        """fold: the test fold, 0..folds-1; None: all questions (train/val split, no test fold)."""
+        if fold is not None and not 0 <= fold < self.folds:
             raise BadInputError(f"--fold must be in 0..{self.folds - 1}, got {fold}", "folds are numbered from 0")
 
 
@@ -131,6 +149,19 @@ def check_folds(n_questions: int, folds: int, val_ratio: float) -> None:
             raise BadInputError(f"{n} questions in {k} folds leave {m} training question(s) in fold {i}: "
                                 f"--val-ratio {val_ratio:g} makes its {part} part empty",
                                 "use more questions (--limit / --limit-questions) or fewer --folds")
+
+
+def check_questions(n_questions: int, spec: ChainSpec, fold: int | None) -> None:
+    """check_folds for a test fold; for fold None (all questions) the one train/val split of all of
+    them must leave both parts non-empty."""
+    if fold is not None:
+        return check_folds(n_questions, spec.folds, spec.val_ratio)
+    n = int(n_questions)
+    n_train = int(n * (1 - spec.val_ratio))
+    if n_train == 0 or n_train == n:
+        part = "train" if n_train == 0 else "validation"
+        raise BadInputError(f"--val-ratio {spec.val_ratio:g} leaves the {part} part of {n} question(s) empty",
+                            "use more questions (--limit / --limit-questions) or another --val-ratio")
 
 
 def data_dir_of(spec: ChainSpec) -> Path | None:
@@ -202,13 +233,12 @@ def prepare(store, spec: ChainSpec, *, tqa=None, model_art=None, out=None, dist=
 
 def fold_probes(store, spec: ChainSpec, acts, fold: int | None, *, out=None, device=None):
     """-> (probes artifact, cached) trained on every fold but `fold` (validation: val_ratio of them).
-    fold=None: all questions, no test fold (the final intervention for bake/push; reserved: check_fold
-    refuses it until the probe step has that split)."""
+    fold=None: on all questions, val_ratio of them for validation, no test fold (bake/push)."""
     spec.check_fold(fold)
     from itictl.probe.step import run_probe
 
     return run_probe(store, acts, folds=spec.folds, fold=fold, val_ratio=spec.val_ratio, seed=spec.seed,
-                     split=spec.split, backend=spec.backend, out=out, device=device)
+                     split=spec.split, backend=spec.backend, out=out, device=device, val_draw=spec.val_draw)
 
 
 def intervention(store, spec: ChainSpec, probes_art, tuning_art, setting: Setting, *, out=None,
@@ -217,7 +247,8 @@ def intervention(store, spec: ChainSpec, probes_art, tuning_art, setting: Settin
     from itictl.intervene.build import run_intervene
 
     return run_intervene(store, probes_art, tuning_art, heads=setting.heads, alpha=setting.alpha,
-                         direction=setting.direction, seed=spec.seed, out=out, model_key=model_key)
+                         direction=setting.direction, seed=spec.seed, out=out, model_key=model_key,
+                         sigma_from=spec.sigma_from, tie_break=spec.tie_break)
 
 
 # ---- one whole chain (itictl intervene) --------------------------------------------------------
@@ -236,7 +267,7 @@ def build_probes(store, spec: ChainSpec, *, fold: int | None = 0, acts_ref: str 
     spec.check_fold(fold)
     acts = _open(store, acts_ref, "activations")
     if acts is None:
-        check_folds(questions_held(spec, load_questions(spec)), spec.folds, spec.val_ratio)
+        check_questions(questions_held(spec, load_questions(spec)), spec, fold)
     train_device = resolve_device(probe_device) if probe_device is not None else None  # a bad one: exit 4
     if acts is None:
         acts, _ = activations(store, spec, model_of(store, spec, out), spec.dataset, out=out)
@@ -283,7 +314,7 @@ def build_chain(store, spec: ChainSpec, setting: Setting, *, fold: int | None = 
     tuning_art = _open(store, tuning, "activations")
     if probes_art is None:
         spec.check_fold(fold)
-        check_folds(questions_held(spec, load_questions(spec)), spec.folds, spec.val_ratio)
+        check_questions(questions_held(spec, load_questions(spec)), spec, fold)
     model_art = _model_for(store, spec, probes_art, out)
     setting.check(*_layout(probes_art, model_art))  # K within the model's heads, before extracting
     acts = None
@@ -297,6 +328,28 @@ def build_chain(store, spec: ChainSpec, setting: Setting, *, fold: int | None = 
     if steering is not None:
         chain.answers = steer(store, spec, chain, steering, out)
     return chain
+
+
+def final_intervention(store, spec: ChainSpec, setting: Setting, *, model_art=None, acts=None, tuning=None,
+                       out=None) -> Chain:
+    """The intervention to ship for `setting` (bake/push/export after an eval, `tune && bake`): the
+    reference's edit_weight.py fit, probes on all questions (fold None: val_ratio of them for
+    validation, no test fold) and σ over every tuning prompt. model_art / acts / tuning: artifacts
+    already made (an eval's parents), else built or reused from spec's model and data. Options, K
+    and the question count are checked before any model work."""
+    spec.check()
+    setting.check()
+    if acts is None:
+        check_questions(questions_held(spec, load_questions(spec)), spec, None)
+    model_art = model_art if model_art is not None else model_of(store, spec, out)
+    setting.check(*_layout(None, model_art))
+    if acts is None:
+        acts, _ = activations(store, spec, model_art, spec.dataset, out=out)
+    if tuning is None:
+        tuning, _ = activations(store, spec, model_art, spec.tuning_dataset, out=out)
+    probes, _ = fold_probes(store, spec, acts, None, out=out)
+    iv, cached = intervention(store, spec, probes, tuning, setting, out=out, model_key=model_art.key)
+    return Chain(model_art, acts, tuning, probes, iv, cached)
 
 
 @dataclass(frozen=True)

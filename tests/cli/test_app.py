@@ -35,7 +35,8 @@ def test_help_lists_every_command(cli):
     start = next(i for i, line in enumerate(lines) if line.strip() == "Commands:") + 1
     rows = [line for line in lines[start:] if line.strip()]
     listed = [line.split()[0] for line in rows if line.startswith("  ") and not line.startswith("   ")]
-    assert listed == ["extract", "probe", "intervene", "eval", "bake", "push", "export", "import", "judge", "store"]
+    assert listed == ["extract", "probe", "intervene", "eval", "tune", "bake", "push", "export", "import", "report", "judge",
+                      "store"]
 
 
 def test_version(cli):

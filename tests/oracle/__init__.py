@@ -5,5 +5,5 @@ without itictl's helpers, and tests that itictl's public functions agree with th
 reference.py holds the oracle (one question and one answer per forward, no packing, no caching,
 interventions by a forward hook on each layer's o_proj input like `lt_modulated_vector_add`).
 The MC oracle takes a protocol (`MCProtocol`: prompt tail, answer join, edit start, skipped
-answer tokens) so the reference's literal protocol can be added next to itictl's.
+answer tokens): itictl's (ITICTL) and the reference's literal one (REFERENCE).
 """

@@ -38,14 +38,16 @@ def probes_like(val_acc: np.ndarray, com: np.ndarray, weight: np.ndarray | None 
 
 
 def mc_scores(model, tok, questions: Sequence[Any], deltas=None, instruction: str = "default",
-              **packing) -> tuple[list, list[list[float]], list[dict[str, float]]]:
-    """(items, per-question answer scores [true…, false…], per-question MC1/MC2/MC3)."""
+              positions: str = "answer", **packing) -> tuple[list, list[list[float]], list[dict[str, float]]]:
+    """(items, per-question answer scores [true…, false…], per-question MC1/MC2/MC3); positions:
+    'answer' (itictl) or 'reference' (the reference's literal MC positions)."""
     from itictl.evaluate.mc import groups_for, mc_items, mc_metrics, score_groups
+    from itictl.evaluate.mc_positions import scoring_of
 
     items = mc_items(questions)
-    prefix, groups = groups_for(items, instruction, "qa", None)
+    prefix, groups = groups_for(items, instruction, "qa", None, positions=positions)
     steer = steer_for(model, deltas) if deltas else None
-    scores = score_groups(model, tok, prefix, groups, steer=steer, **packing)
+    scores = score_groups(model, tok, prefix, groups, steer=steer, scoring=scoring_of(positions), **packing)
     return items, scores, [mc_metrics(it, s) for it, s in zip(items, scores)]
 
 

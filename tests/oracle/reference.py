@@ -121,6 +121,9 @@ class MCProtocol:
 
 # itictl: the context ends with "\nA:", the answer is " " + answer, only answer tokens are edited.
 ITICTL = MCProtocol("itictl", prompt_tail="\nA:", answer_join=" ", edit_start=lambda n: n, skip=0)
+# tqa_run_probs literally: input_prompt = primer + "\n\nQ: " + question, prompt = input_prompt + "\nA: " +
+# answer; start_edit_location = input_ids.shape[-1] + 4; log_probs = log_probs[3:].
+REFERENCE = MCProtocol("reference", prompt_tail="", answer_join="\nA: ", edit_start=lambda n: n + 4, skip=3)
 
 
 def format_best(answer: str) -> str:
@@ -222,3 +225,28 @@ def collect_head_wise(model, tok, prompts: Sequence[str]) -> np.ndarray:
                     h.remove()
             out.append(np.stack([got[l].double().numpy().reshape(H, -1) for l in range(L)]))
     return np.stack(out)
+
+
+# ---- the reference protocol's folds (llama_validate_2fold.py main) --------------------------------
+def reference_folds(n_questions: int, num_fold: int, val_ratio: float, seed: int) -> list[dict[str, list[int]]]:
+    """Per fold: {'train', 'val', 'test'} question indices as validate_2fold.py draws them: np.random.seed
+    once, fold_idxs = np.array_split(np.arange(n), num_fold); for each fold in order train_set_idxs =
+    np.random.choice(the other folds concatenated, int(len·(1−val_ratio)), replace=False)."""
+    np.random.seed(seed)
+    fold_idxs = np.array_split(np.arange(n_questions), num_fold)
+    out = []
+    for i in range(num_fold):
+        train_idxs = np.concatenate([fold_idxs[j] for j in range(num_fold) if j != i])
+        test_idxs = fold_idxs[i]
+        train_set_idxs = np.random.choice(train_idxs, size=int(len(train_idxs) * (1 - val_ratio)), replace=False)
+        val_set_idxs = np.array([x for x in train_idxs if x not in train_set_idxs])
+        out.append({"train": [int(x) for x in train_set_idxs], "val": [int(x) for x in val_set_idxs],
+                    "test": [int(x) for x in test_idxs]})
+    return out
+
+
+def reference_top_heads(val_acc_LH: np.ndarray, k: int) -> list[tuple[int, int]]:
+    """get_top_heads: np.argsort(accs.reshape(L·H))[::-1][:k], flat index -> (idx // H, idx % H)."""
+    L, H = val_acc_LH.shape
+    top_accs = np.argsort(val_acc_LH.reshape(H * L))[::-1][:k]
+    return [(int(idx // H), int(idx % H)) for idx in top_accs]

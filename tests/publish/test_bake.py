@@ -243,8 +243,9 @@ def tiny_tokenizer():
                                    unk_token="<unk>")
 
 
-def test_cli_bake_default_last_eval_then_push_dry_run(cli, tmp_path):
-    """`itictl bake && itictl push --repo … --dry-run` after an eval, with no other arguments."""
+def test_cli_bake_last_eval_then_push_dry_run(cli, tmp_path):
+    """`itictl bake last-eval && itictl push --repo … --dry-run` (an eval REF: its fold-0 intervention;
+    with no REF bake refits on all questions: tests/publish/test_final.py)."""
     from transformers import AutoModelForCausalLM
 
     from itictl.intervene.steering import intervened
@@ -264,13 +265,13 @@ def test_cli_bake_default_last_eval_then_push_dry_run(cli, tmp_path):
                        lambda ctx: (ctx.out / "eval.json").write_text(json.dumps({"mean": {"MC2": 0.61}})))[0]
     store.tag("last-eval", ev.key)
 
-    r = cli("bake", "--dtype", "float32", "--json")
+    r = cli("bake", "last-eval", "--dtype", "float32", "--json")
     assert r.code == 0, r.stderr
     doc = r.json()
     assert doc["kind"] == "baked-model" and doc["intervention"] == inter.key and doc["cached"] is False
     assert doc["layers"] == [0, 2] and doc["enabled_flag"] == "attention_bias"
     assert store.refs()["last-bake"] == doc["key"]
-    assert cli("bake", "--dtype", "float32", "--json").json()["cached"] is True
+    assert cli("bake", "last-eval", "--dtype", "float32", "--json").json()["cached"] is True
 
     with intervened(model, deltas, positions="all"):
         live = logits(model, IDS)

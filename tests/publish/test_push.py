@@ -18,12 +18,17 @@ TOKEN = "hf_good_token_123"
 
 
 @pytest.fixture
-def hub(monkeypatch):
+def hub(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf_constants
+
     with FakeHub(token=TOKEN) as h:
         monkeypatch.setenv("HF_ENDPOINT", h.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "ITICTL_PUSH_REPO", "HF_OIDC_RESOURCE"):
+            monkeypatch.delenv(name, raising=False)
+        # no stored `hf auth login` either (tests write one here when they want it)
+        monkeypatch.setattr(hf_constants, "HF_TOKEN_PATH", str(tmp_path / "hf-home" / "token"))
+        monkeypatch.setattr(hf_constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "hf-home" / "stored_tokens"))
         yield h
 
 
@@ -138,7 +143,7 @@ def test_push_dry_run_lists_files_and_card_without_network(cli, hub, populated):
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["push"], 4, "no Hub repo"),
+    (["push"], 7, "no Hugging Face token"),  # no --repo: the account needs a token
     (["push", "--repo", "me/bad name!", "--token", TOKEN], 4, "invalid Hub repo name"),
     (["push", "--repo", "no-owner", "--token", TOKEN], 4, "invalid Hub repo name"),
     (["push", "--repo", "me/a--b", "--token", TOKEN], 4, "invalid Hub repo name"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from itictl.errors import BadInputError, NotFoundError
+from itictl.errors import BadInputError, NotFoundError, UsageError
 from itictl.output import Output
 from tests.helpers import tiny_llama
 from tests.publish.test_bake import make_intervention, random_deltas
@@ -46,19 +46,19 @@ def test_resolve_intervention_one_rule(populated):
     with pytest.raises(NotFoundError, match="last-eval"):
         resolve_intervention(store, None)
     store.tag("last-eval", ev.key)
+    with pytest.raises(NotFoundError, match="α = 0 only"):  # no REF: the all-questions refit (test_final.py)
+        resolve_intervention(store, None)
     out = _Warnings()
-    assert resolve_intervention(store, None, out).key == a.key  # role `intervention`, with a warning
+    assert resolve_intervention(store, ev.key[:10], out).key == a.key  # role `intervention`, with a warning
     assert len(out.warned) == 1 and a.key[:12] in out.warned[0]
-    assert resolve_intervention(store, ev.key[:10]).key == a.key
     assert resolve_intervention(store, b.key[:10]).key == b.key
     with pytest.raises(BadInputError, match="not an intervention"):
         resolve_intervention(store, m.key[:10])
     bare = store.produce("eval", {"t": 2}, {"model": m.key}, lambda ctx: (ctx.out / "eval.json").write_text("{}"))[0]
     with pytest.raises(BadInputError, match="no intervention"):
         resolve_intervention(store, bare.key[:10])
-    store.tag("last-eval", bare.key)
-    with pytest.raises(NotFoundError, match="no intervention"):
-        resolve_intervention(store, None)
+    with pytest.raises(UsageError, match="do not apply to a REF"):
+        resolve_intervention(store, ev.key[:10], heads=1)
 
 
 def test_bake_export_push_share_the_rule_and_bake_tags(populated, tmp_path):

@@ -13,8 +13,9 @@ from typing import Optional
 import typer
 
 from itictl import __version__
-from itictl.cli import bake, export, extract, import_, intervene, judge, probe, push, store
+from itictl.cli import bake, export, extract, import_, intervene, judge, probe, push, report, store
 from itictl.cli import eval as eval_cmd
+from itictl.cli import tune as tune_cmd
 from itictl.cli.common import AppState, state
 
 HELP = """Inference-Time Intervention (ITI) on language models, as a reproducible workflow.
@@ -69,10 +70,12 @@ app.command("extract", help=extract.HELP)(extract.extract)
 app.command("probe", help=probe.HELP)(probe.probe)
 app.command("intervene", help=intervene.HELP)(intervene.intervene)
 app.command("eval", help=eval_cmd.HELP)(eval_cmd.eval_)
+app.command("tune", help=tune_cmd.HELP)(tune_cmd.tune)
 app.command("bake", help=bake.HELP)(bake.bake)
 app.command("push", help=push.HELP)(push.push)
 app.command("export", help=export.HELP)(export.export)
 app.command("import", help=import_.HELP)(import_.import_)
+app.command("report", help=report.HELP)(report.report)
 app.add_typer(judge.app, name="judge", help=judge.HELP)
 app.add_typer(store.app, name="store", help=store.HELP)
 

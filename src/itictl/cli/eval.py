@@ -7,9 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from itictl.cli import complete
 from itictl.cli.common import artifact_doc, rank_session, split_list, state
 from itictl.cli.options import (
     ArchMapOpt,
+    BackendOpt,
     DataOpt,
     DeviceMapOpt,
     DeviceOpt,
@@ -18,9 +20,13 @@ from itictl.cli.options import (
     FoldsOpt,
     ModelOpt,
     OpenAIBaseUrlOpt,
+    ProtocolOpt,
     RevisionOpt,
     SeedOpt,
+    SigmaFromOpt,
     SplitOpt,
+    TieBreakOpt,
+    ValDrawOpt,
     ValRatioOpt,
     parse_floats,
     parse_ints,
@@ -32,7 +38,8 @@ HELP = """k-fold TruthfulQA evaluation with and without the intervention (valida
 Builds or reuses extract -> probe -> intervene per fold; prints a per-fold table, the mean and the
 reference's summary line, 95% bootstrap CIs of the means and paired CIs of each change against
 alpha=0; writes an `eval` artifact (eval.json, answers.csv, per_question.csv, sweep.png for grids)
-and tags it `last-eval`. Lists for --heads/--alpha run a sweep.
+and tags it `last-eval`. Lists for --heads/--alpha run a sweep. --protocol reference reproduces
+honest_llama's validate_2fold literally; each of its switches can also be set alone (docs/differences.md).
 """
 
 
@@ -42,12 +49,18 @@ def eval_(
     heads: Annotated[str, typer.Option("--heads", help="K, number of heads; a comma list sweeps.")] = "48",
     alpha: Annotated[str, typer.Option("--alpha", help="Intervention strength; a comma list sweeps (0 = baseline).")] = "15",
     direction: DirectionOpt = "com", folds: FoldsOpt = 2, seed: SeedOpt = 42, val_ratio: ValRatioOpt = 0.2,
-    split: SplitOpt = "random",
+    split: SplitOpt = None, protocol: ProtocolOpt = "itictl", val_draw: ValDrawOpt = None, backend: BackendOpt = None,
+    sigma_from: SigmaFromOpt = None, tie_break: TieBreakOpt = None,
+    mc_positions: Annotated[Optional[str], typer.Option(
+        "--mc-positions", metavar="answer|reference", autocompletion=complete.switch("mc_positions"),
+        help="MC tokens scored and edited: answer (the answer's tokens) or reference (tqa_run_probs literally: "
+             "log_probs[3:] after the question, edits from +4). Default: the --protocol's.")] = None,
     instruction_prompt: Annotated[str, typer.Option("--instruction-prompt", help="default | informative | none.")] = "default",
     preset: Annotated[str, typer.Option("--preset", help="qa | null | chat | long | harm (TruthfulQA presets).")] = "qa",
     many_shot_prefix: Annotated[Optional[str], typer.Option(
         "--many-shot-prefix", metavar="FILE", help="Text prepended to every prompt.")] = None,
-    metrics: Annotated[str, typer.Option("--metrics", help="Comma list of mc,judge,info,bleu,rouge,ce,kl.")] = "mc,ce,kl",
+    metrics: Annotated[str, typer.Option(
+        "--metrics", autocompletion=complete.metrics, help="Comma list of mc,judge,info,bleu,rouge,ce,kl.")] = "mc,ce,kl",
     judge: Annotated[Optional[str], typer.Option(
         "--judge", help="Truth judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind truth`) "
                         "or local:REF.")] = None,
@@ -61,7 +74,8 @@ def eval_(
         help="Natural text for CE/KL (needed for them; without it they are reported as skipped).")] = None,
     text_samples: Annotated[int, typer.Option("--text-samples", help="CE/KL samples of 128 tokens (reference: 100).")] = 100,
     mc_style: Annotated[str, typer.Option(
-        "--mc-style", help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2).")] = "truthfulqa",
+        "--mc-style", autocompletion=complete.mc_style,
+        help="truthfulqa (reference numbers) | harness (lm-eval mc1/mc2).")] = "truthfulqa",
     eval_dataset: Annotated[str, typer.Option("--eval-dataset", help="truthfulqa | nq_open | trivia_qa.")] = "truthfulqa",
     data: DataOpt = None, device: DeviceOpt = "auto", dtype: DtypeOpt = "auto", device_map: DeviceMapOpt = None,
     arch_map: ArchMapOpt = None,
@@ -79,7 +93,9 @@ def eval_(
                        many_shot_prefix=read_prefix_file(many_shot_prefix), metrics=split_list(metrics), judge=judge,
                        info_judge=info_judge, openai_base_url=openai_base_url, limit_questions=limit_questions,
                        text=text, text_samples=text_samples, mc_style=mc_style, eval_dataset=eval_dataset,
-                       data_dir=str(dd) if dd else None, device=device, dtype=dtype)
+                       data_dir=str(dd) if dd else None, device=device, dtype=dtype, protocol=protocol,
+                       val_draw=val_draw, backend=backend, sigma_from=sigma_from, tie_break=tie_break,
+                       mc_positions=mc_positions)
     with rank_session(st, device, device_map) as dist:
         art, cached, doc = run_eval(st.store, opts, st.out, dist=dist, device_map=device_map)  # st.store: the lease
         if dist.is_main:
@@ -94,9 +110,10 @@ def _render(st, art, cached: bool, doc: dict, world_size: int) -> None:
 
         from itictl.evaluate.sweep import COLUMNS, grid_rows
 
+        proto = f", protocol {doc.get('protocol', 'itictl')}"
         for s in doc["settings"]:
             harness = " (lm-eval-harness mc)" if doc["mc_style"] == "harness" else ""
-            t = Table(title=f"K={s['heads']}, alpha={s['alpha']:g}" + harness)
+            t = Table(title=f"K={s['heads']}, alpha={s['alpha']:g}{proto}" + harness)
             keys = [k for k in COLUMNS[2:] if k in s["mean"]]
             t.add_column("fold")
             for k in keys:
@@ -120,9 +137,25 @@ def _render(st, art, cached: bool, doc: dict, world_size: int) -> None:
             console.print(f"[yellow]skipped[/yellow] {name}: {why}")
         for s in doc["settings"]:
             console.print(s["summary"])
+        if st.out.verbose and doc.get("timings"):
+            console.print(_timings_table(doc["timings"]))
         console.print(f"eval {art.key[:12]} ({'cached' if cached else 'new'}) -> {art.path}")
 
     st.out.result(result, render)
+
+
+def _timings_table(timings: dict):
+    """-v: wall seconds per phase of this run (evaluate/timings.py), with each one's share."""
+    from rich.table import Table
+
+    from itictl.evaluate.timings import rows
+
+    t = Table(title="time per phase (s)")
+    for c in ("phase", "seconds", "share"):
+        t.add_column(c, justify="left" if c == "phase" else "right")
+    for r in rows(timings):
+        t.add_row(*r)
+    return t
 
 
 def _uncertainty_tables(doc: dict) -> list:

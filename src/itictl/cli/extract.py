@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from itictl.cli import complete
 from itictl.cli.common import artifact_doc, rank_session, split_list, state
 from itictl.cli.options import ArchMapOpt, DataOpt, DeviceMapOpt, DeviceOpt, DtypeOpt, ModelsOpt, RevisionOpt, with_arch_map
 
@@ -31,7 +32,7 @@ def _shapes(art) -> dict[str, list[int]]:
 def extract(
     ctx: typer.Context,
     model: ModelsOpt = None, revision: RevisionOpt = None,
-    dataset: Annotated[str, typer.Option("--dataset", "-d", metavar="FMT[,FMT2]",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", metavar="FMT[,FMT2]", autocompletion=complete.prompt_formats,
                                          help="Prompt format(s): tqa_mc2, tqa_gen, tqa_gen_end_q.")] = "tqa_mc2",
     data: DataOpt = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, metavar="N",
@@ -46,7 +47,13 @@ def extract(
     store_dtype: Annotated[str, typer.Option(
         "--store-dtype", help="auto (float16 for 16-bit compute), float16, float32.")] = "auto",
     device_map: DeviceMapOpt = None, arch_map: ArchMapOpt = None,
+    fuse: Annotated[str, typer.Option(
+        "--fuse", metavar="MODE",
+        help="Fuse the decoder layers' elementwise work with torch.compile: off (default), auto (on a GPU for "
+             "architectures checked with it), compile, max-autotune (slower to compile); compiling costs seconds "
+             "to minutes per process (docs/extract.md); falls back to off when it fails; not part of the key.")] = "off",
 ) -> None:
+    from itictl.compute.fuse import check_fuse
     from itictl.data.prompts import check_format
     from itictl.errors import BadInputError
     from itictl.extract import run_extract
@@ -55,6 +62,7 @@ def extract(
     with_arch_map(ctx, arch_map)
     models: list[Optional[str]] = list(split_list(model)) or [None]
     formats = [check_format(f) for f in split_list(dataset)]  # every format checked before any work
+    fuse = check_fuse(fuse)
     if not formats:
         raise BadInputError("--dataset is empty", "use one of tqa_mc2, tqa_gen, tqa_gen_end_q")
     docs: list[dict[str, Any]] = []
@@ -64,10 +72,10 @@ def extract(
                 art, cached = run_extract(st.store, m, f, data, limit=limit, layer_wise=layer_wise, dtype=dtype,
                                           device=device, batch_tokens=batch_tokens, seed=seed,
                                           store_dtype=store_dtype, out=st.out, revision=revision, dist=dist,
-                                          device_map=device_map)
+                                          device_map=device_map, fuse=fuse)
                 docs.append(artifact_doc(art, cached, model=art.parents.get("model"), format=f,
                                          world_size=dist.world_size, shapes=_shapes(art),
-                                         meta={k: art.meta.get(k) for k in ("compute_s", "prompts_per_s", "device")}))
+                                         meta={k: art.meta.get(k) for k in ("compute_s", "prompts_per_s", "device", "fuse")}))
         if dist.is_main:
             _render(st, docs)
 

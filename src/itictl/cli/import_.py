@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from itictl.cli import complete
 from itictl.cli.common import artifact_doc, state
 from itictl.cli.options import RevisionOpt
 
@@ -22,7 +23,7 @@ def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="Only 'pyvene' for now.")],
     source: Annotated[str, typer.Argument(metavar="DIR_OR_HUB_ID", help="A folder written by pyvene, or a Hub repo id.")],
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", metavar="MODEL",
+        "--model", "-m", metavar="MODEL", autocompletion=complete.models,
         help="The model it was made for (checks sizes, records lineage; default: none).")] = None,
     revision: RevisionOpt = None,
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from itictl.cli import complete
 from itictl.cli.common import state
 
 HELP = "Inspect and maintain the artifact store (ls, show, lineage, verify, gc, rm, tag, path)."
@@ -22,7 +23,8 @@ def _human_size(n: int) -> str:
 
 
 @app.command("ls", help="List objects (newest last) and refs.")
-def ls(ctx: typer.Context, kind: Optional[str] = typer.Option(None, "--kind", help="Only objects of this kind.")) -> None:
+def ls(ctx: typer.Context, kind: Optional[str] = typer.Option(None, "--kind", autocompletion=complete.kind,
+                                                                  help="Only objects of this kind.")) -> None:
     st = state(ctx)
     store = st.store
     arts = store.ls(kind)
@@ -48,7 +50,8 @@ def ls(ctx: typer.Context, kind: Optional[str] = typer.Option(None, "--kind", he
 
 
 @app.command("show", help="Show one object's manifest.")
-def show(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref name, key or key prefix.")) -> None:
+def show(ctx: typer.Context, ref: str = typer.Argument(..., autocompletion=complete.any_ref,
+                                                   help="Ref name, key or key prefix.")) -> None:
     st = state(ctx)
     art = st.store.open(ref)
     doc = {**art.manifest.doc, "path": str(art.path)}
@@ -64,7 +67,8 @@ def show(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref name, key 
 
 
 @app.command("lineage", help="Show the tree of parents an object was made from.")
-def lineage(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref name, key or key prefix.")) -> None:
+def lineage(ctx: typer.Context, ref: str = typer.Argument(..., autocompletion=complete.any_ref,
+                                                      help="Ref name, key or key prefix.")) -> None:
     st = state(ctx)
     key = st.store.resolve(ref)
     doc = st.store.lineage(key)
@@ -96,7 +100,8 @@ def lineage(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref name, k
 
 
 @app.command("verify", help="Recompute digests of one object, or of every object.")
-def verify(ctx: typer.Context, ref: Optional[str] = typer.Argument(None, help="Ref, key or prefix (default: all).")) -> None:
+def verify(ctx: typer.Context, ref: Optional[str] = typer.Argument(
+        None, autocompletion=complete.any_ref, help="Ref, key or prefix (default: all).")) -> None:
     from itictl.errors import CorruptObjectError
 
     st = state(ctx)
@@ -149,7 +154,7 @@ def gc(
 
 
 @app.command("rm", help="Delete one object (and refs pointing at it).")
-def rm(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref, key or prefix.")) -> None:
+def rm(ctx: typer.Context, ref: str = typer.Argument(..., autocompletion=complete.any_ref, help="Ref, key or prefix.")) -> None:
     st = state(ctx)
     key = st.store.resolve(ref)
     kind = st.store.get(key).kind if st.store.has(key) else None
@@ -158,7 +163,8 @@ def rm(ctx: typer.Context, ref: str = typer.Argument(..., help="Ref, key or pref
 
 
 @app.command("tag", help="Give an object a name (a ref).")
-def tag(ctx: typer.Context, name: str = typer.Argument(...), ref: str = typer.Argument(...)) -> None:
+def tag(ctx: typer.Context, name: str = typer.Argument(..., autocompletion=complete.ref_names),
+        ref: str = typer.Argument(..., autocompletion=complete.any_ref)) -> None:
     st = state(ctx)
     key = st.store.resolve(ref)
     st.store.tag(name, key)
@@ -166,14 +172,14 @@ def tag(ctx: typer.Context, name: str = typer.Argument(...), ref: str = typer.Ar
 
 
 @app.command("untag", help="Remove a ref (the object stays until gc).")
-def untag(ctx: typer.Context, name: str = typer.Argument(...)) -> None:
+def untag(ctx: typer.Context, name: str = typer.Argument(..., autocompletion=complete.ref_names)) -> None:
     st = state(ctx)
     st.store.untag(name)
     st.out.result({"untagged": name}, lambda c: c.print(f"removed ref {name}"))
 
 
 @app.command("path", help="Print the directory of an object (for scripts: `cd $(itictl store path REF)`).")
-def path(ctx: typer.Context, ref: str = typer.Argument(...)) -> None:
+def path(ctx: typer.Context, ref: str = typer.Argument(..., autocompletion=complete.any_ref)) -> None:
     st = state(ctx)
     art = st.store.open(ref)
     if st.out.json_mode:

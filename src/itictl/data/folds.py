@@ -7,6 +7,10 @@ Splits are over question ids, never prompts. Semantics follow honest_llama's val
   int(len(ids)·(1−val_ratio)), replace=False) (in draw order); val = the other ids in input order.
   The reference seeds numpy once per run, so its fold 0 equals ours with the same seed; later
   folds there continue the same random stream, here every call starts from `seed`.
+- `stream_train_val_split(parts, fold, val_ratio, seed)`: the reference's stream literally
+  (val_draw 'stream'): one RandomState(seed); for folds 0, 1, … in order, train = choice(the other
+  folds' ids concatenated in fold order, int(len·(1−val_ratio)), replace=False), val = the rest;
+  returns fold `fold`'s draw (the earlier folds' draws only advance the stream).
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ def question_folds(n_questions: int, k: int, seed: int, split: str = "random") -
     return [np.sort(f) for f in np.array_split(perm, k)]
 
 
-def train_val_split(question_ids, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def train_val_split(question_ids, val_ratio: float, seed: int,
+                    rng: np.random.RandomState | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """rng: draw from this stream (advancing it) instead of a fresh RandomState(seed)."""
     ids = np.asarray(question_ids, dtype=np.int64).reshape(-1)
     try:
         r = float(val_ratio)
@@ -48,7 +54,19 @@ def train_val_split(question_ids, val_ratio: float, seed: int) -> tuple[np.ndarr
     if n_train == 0 or n_train == len(ids):
         raise BadInputError(f"--val-ratio {r} leaves an empty {'train' if n_train == 0 else 'validation'} set "
                             f"for {len(ids)} questions", "use more questions or another --val-ratio")
-    train = np.random.RandomState(seed).choice(ids, size=n_train, replace=False).astype(np.int64)
+    rng = rng if rng is not None else np.random.RandomState(seed)
+    train = rng.choice(ids, size=n_train, replace=False).astype(np.int64)
     in_train = set(train.tolist())
     val = np.array([x for x in ids.tolist() if x not in in_train], dtype=np.int64)
+    return train, val
+
+
+def stream_train_val_split(parts, fold: int, val_ratio: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's per-fold train/val draw: one RandomState(seed) for all folds, in fold order.
+    parts: the folds' question ids; -> fold `fold`'s (train ids in draw order, val ids)."""
+    rng = np.random.RandomState(seed)
+    parts = [np.asarray(p, dtype=np.int64).reshape(-1) for p in parts]
+    for i in range(int(fold) + 1):
+        others = np.concatenate([p for j, p in enumerate(parts) if j != i])
+        train, val = train_val_split(others, val_ratio, seed, rng=rng)
     return train, val

@@ -1,7 +1,8 @@
 """The metric core of `itictl eval`: `Evaluator` scores question subsets of one loaded model with
 optional deltas (MC, generations + judges + BLEU/ROUGE, CE/KL on natural text) and caches the α = 0
 baseline; `evaluate_grid` runs it over (K, α) settings × folds; `summary_line` is the reference's
-print. No store, no options parsing: evaluate/runner.py drives it.
+print. No store, no options parsing: evaluate/runner.py drives it. Its phases (mc, generation,
+judge_truth, judge_info, bleu_rouge, ce_kl) are marked with hooks.timed (evaluate/timings.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from itictl import hooks
 from itictl.evaluate.options import EvalOptions
 
 
@@ -39,7 +41,8 @@ class Evaluator:
             self.items = harness_items(self.questions)
         else:
             self.items = mc_items(self.questions)
-        self.prefix, self.groups = groups_for(self.items, opts.instruction, opts.preset, opts.many_shot_prefix)
+        self.prefix, self.groups = groups_for(self.items, opts.instruction, opts.preset, opts.many_shot_prefix,
+                                              positions=opts.mc_positions)
         self.text_samples = text_samples
         self._base_mc: list[list[float]] | None = None
         self._base_gen: list[str] | None = None
@@ -74,17 +77,19 @@ class Evaluator:
     # MC
     def mc_scores(self, idx: Sequence[int], deltas) -> list[list[float]]:
         from itictl.evaluate.mc import score_groups
+        from itictl.evaluate.mc_positions import scoring_of
 
+        sc = scoring_of(self.opts.mc_positions)
         if not deltas:
             if self._base_mc is None:
                 with self._progress("MC baseline", len(self.groups)) as adv:
-                    self._base_mc = score_groups(self.model, self.tok, self.prefix, self.groups,
+                    self._base_mc = score_groups(self.model, self.tok, self.prefix, self.groups, scoring=sc,
                                                  batch_tokens=self.opts.batch_tokens, progress=adv, dist=self.dist)
             return [self._base_mc[i] for i in idx]
         with self._progress("MC intervened", len(idx)) as adv:
             return score_groups(self.model, self.tok, self.prefix, [self.groups[i] for i in idx],
                                 steer=self._steer(deltas), batch_tokens=self.opts.batch_tokens, progress=adv,
-                                dist=self.dist)
+                                dist=self.dist, scoring=sc)
 
     # generation
     def generations(self, idx: Sequence[int], deltas) -> list[str]:
@@ -129,11 +134,13 @@ class Evaluator:
                  "question_index": i if self.transfer else getattr(self.questions[i], "index", i),
                  "category": "" if self.transfer else getattr(self.questions[i], "category", "")} for i in idx]
         if "mc" in self.metrics:  # every rank: the scorer shares its forwards and gathers the scores
-            self._mc(idx, deltas, rows, res)
+            with hooks.timed("mc"):
+                self._mc(idx, deltas, rows, res)
         if self.metrics & {"bleu", "rouge"} or self.judges:
             self._generation(idx, deltas, rows, res, setting, fold)
         if self.metrics & {"ce", "kl"} and self.text_samples is not None:
-            t = self.text_metrics(deltas)
+            with hooks.timed("ce_kl"):
+                t = self.text_metrics(deltas)
             kept = self.per_sample.setdefault((heads, alpha), {}).setdefault(fold, {})
             for m, name in (("ce", "CE Loss"), ("kl", "KL wrt Original")):
                 if m in self.metrics:
@@ -153,17 +160,16 @@ class Evaluator:
 
     def _generation(self, idx: Sequence[int], deltas, rows: list[dict], res: dict, setting: str, fold: int) -> None:
         """Generated answers, judge scores (rank 0 only) and BLEU/ROUGE accuracies."""
-        from itictl.evaluate.presets import split_answers
-        from itictl.evaluate.text_metrics import bleu_rouge
-
-        answers = self.generations(idx, deltas)
+        with hooks.timed("generation"):
+            answers = self.generations(idx, deltas)
         arows = [{"setting": setting, "fold": fold, "question_index": getattr(self.questions[i], "index", i),
                   "question": self.questions[i].question, "answer": a} for i, a in zip(idx, answers)]
         for r, a in zip(rows, answers):
             r["answer"] = a
         for which, name in (("truth", "True"), ("info", "Info")):
             if which in self.judges and self.dist.is_main:  # ranks > 0 only help with the sharded parts
-                p = self.judged(which, idx, answers, deltas)
+                with hooks.timed(f"judge_{which}"):
+                    p = self.judged(which, idx, answers, deltas)
                 for r, ar, x in zip(rows, arows, p):
                     r[name], r[f"{name} prob"] = float(x >= 0.5), x
                     ar[f"{name.lower()}_p_yes"] = round(x, 6)
@@ -172,6 +178,14 @@ class Evaluator:
         if "True" in res and "Info" in res:
             res["True*Info"] = res["True"] * res["Info"]
         if self.metrics & {"bleu", "rouge"}:
+            self._bleu_rouge(idx, answers, rows, res)
+        self.answers.extend(arows)
+
+    def _bleu_rouge(self, idx: Sequence[int], answers: list[str], rows: list[dict], res: dict) -> None:
+        from itictl.evaluate.presets import split_answers
+        from itictl.evaluate.text_metrics import bleu_rouge
+
+        with hooks.timed("bleu_rouge"):
             for r, i, a in zip(rows, idx, answers):
                 b = bleu_rouge(a, split_answers(self.questions[i].correct_answers),
                                split_answers(self.questions[i].incorrect_answers))
@@ -179,10 +193,10 @@ class Evaluator:
                     r["BLEU acc"] = b["bleu acc"]
                 if "rouge" in self.metrics:
                     r["ROUGE-1 acc"], r["ROUGE-L acc"] = b["rouge1 acc"], b["rougeL acc"]
-            for k in ("BLEU acc", "ROUGE-1 acc", "ROUGE-L acc"):
-                if rows and k in rows[0]:
-                    res[k] = _mean([r[k] for r in rows])
-        self.answers.extend(arows)
+        for k in ("BLEU acc", "ROUGE-1 acc", "ROUGE-L acc"):
+            if rows and k in rows[0]:
+                res[k] = _mean([r[k] for r in rows])
+
 
 def summary_line(k: int, alpha: float, mean: dict[str, Any], mc_label: str = "") -> str:
     """validate_2fold.py's final print, with skipped metrics written as 'skipped'."""

@@ -15,7 +15,9 @@ itself, with the position ids it would have alone. One forward per ~batch_tokens
 copies; the LM head runs only on the positions that predict answer tokens. The intervention, when
 given, edits exactly the answer tokens (a TokenMask). Rows whose tokenization does not split cleanly,
 and models whose attention cannot take a custom mask, fall back to the reference loop with the
-intervention starting at the first answer token.
+intervention starting at the first answer token. `positions='reference'` (groups_for) with
+`scoring=REFERENCE` (score_groups) scores and edits the reference's literal positions instead
+(evaluate/mc_positions.py); the LM head on hidden states is evaluate/logprobs.py.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 
+from itictl.evaluate.logprobs import summed_logprobs
+from itictl.evaluate.mc_positions import ANSWER, Scoring
 from itictl.evaluate.presets import close_answer, mc_context, mc_prefix, split_answers
 
 # steer(positions) -> context manager; positions is 'all', a steering.TokenMask (packed scoring)
@@ -84,9 +88,18 @@ def harness_items(questions: Sequence[Any]) -> list[MCItem]:
     return items
 
 
-def groups_for(items: Sequence[MCItem], instruction: str, preset: str, many_shot_prefix: str | None) -> tuple[str, list[Group]]:
+def groups_for(items: Sequence[MCItem], instruction: str, preset: str, many_shot_prefix: str | None,
+               positions: str = "answer") -> tuple[str, list[Group]]:
+    """(shared prefix, one Group per item); positions 'reference': tqa_run_probs' input_prompt and
+    "\nA: " + answer (evaluate/mc_positions.py; score with scoring=REFERENCE)."""
+    from itictl.evaluate.mc_positions import reference_context, reference_join, scoring_of
+
     # no trailing space: BPE tokenizers merge it into the question's first word
     prefix = mc_prefix(instruction, preset, many_shot_prefix).rstrip(" ")
+    if scoring_of(positions).literal:
+        join = reference_join(preset)
+        return prefix, [Group(reference_context(it.question, instruction, preset, many_shot_prefix),
+                              [join + a for a in it.answers]) for it in items]
     groups = [Group(mc_context(it.question, instruction, preset, many_shot_prefix), [" " + a for a in it.answers])
               for it in items]
     return prefix, groups
@@ -131,27 +144,28 @@ def _device(model):
 
 
 def score_groups_naive(model, tok, groups: Sequence[Group], steer: Steer | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[list[float]]:
+                       progress: Callable[[int], None] | None = None, scoring: Scoring = ANSWER) -> list[list[float]]:
     """The reference's loop: one forward over context + answer per answer (answer start located by
-    tokenization / offsets)."""
+    tokenization / offsets; scoring.literal: len(tokens(context)), as the reference)."""
     import torch
 
     dev = _device(model)
+    sk, ed = scoring.skip, scoring.edit_from
     out = []
     for g in groups:
         c_ids = _ids(tok, g.context)
         row = []
         for cont in g.continuations:
             full = _ids(tok, g.context + cont)
-            if full[:len(c_ids)] == c_ids and len(full) > len(c_ids):
+            if scoring.literal or (full[:len(c_ids)] == c_ids and len(full) > len(c_ids)):
                 start = len(c_ids)
             else:
                 full, start = _answer_start_by_offsets(tok, g.context + cont, len(g.context))
             x = torch.tensor([full], device=dev)
-            with torch.no_grad(), (steer([start]) if steer else _null()):
+            with torch.no_grad(), (steer([start + ed]) if steer else _null()):
                 logp = model(input_ids=x).logits[0].float().log_softmax(-1)
-            tgt = x[0, start:]
-            row.append(float(logp[start - 1:-1].gather(-1, tgt[:, None]).sum()))
+            tgt = x[0, start + sk:]
+            row.append(float(logp[start + sk - 1:-1].gather(-1, tgt[:, None]).sum()))
         out.append(row)
         if progress:
             progress(1)
@@ -166,17 +180,6 @@ class _null:
         return False
 
 
-def _logits_from_hidden(model, h):
-    """The LM head on final hidden states [N, hidden] -> [N, V] float32 (Gemma-2 soft-capping too)."""
-    import torch
-
-    logits = model.get_output_embeddings()(h).float()
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
-
-
 # packed row length: 2,048 was faster than 1,024 on an H100 (1.67 s vs 2.29 s, 200 questions, 7B);
 # 1,024 on the CPU was not tuned (longer rows cost more masked attention there)
 ROW_TOKENS = {"cuda": 2048, "cpu": 1024}
@@ -186,20 +189,22 @@ BATCH_TOKENS = {"cuda": 65536, "cpu": 4096}
 def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer | None = None,
                  batch_tokens: int | None = None, row_tokens: int | None = None,
                  progress: Callable[[int], None] | None = None, stats: dict | None = None,
-                 dist=None) -> list[list[float]]:
+                 dist=None, scoring: Scoring = ANSWER) -> list[list[float]]:
     """Summed answer log-probs, tree-packed: each row holds the prefix once, then whole questions,
     each followed by its answers (every answer sees the prefix, its question and itself only; see
     compute/packing.py). One forward per ≤ batch_tokens; the LM head runs only on the positions
     that predict answer tokens. The intervention edits answer tokens only (a TokenMask).
     Under torchrun (`dist` of world > 1) every rank plans the same forwards, computes the ones
-    assign_balanced gives it and all ranks gather every score: the same numbers as one process."""
+    assign_balanced gives it and all ranks gather every score: the same numbers as one process.
+    scoring (evaluate/mc_positions.py): which segment tokens are scored and edited (REFERENCE: the
+    reference's log_probs[3:] and edits from +4)."""
     from itictl.compute import distributed as D
     from itictl.compute.packing import supports_tree_masks
 
     dev = _device(model)
     n_rows = sum(len(g.continuations) for g in groups)
     if not supports_tree_masks(model):  # e.g. flash-attention models: the reference loop
-        out = score_groups_naive(model, tok, groups, steer, progress)
+        out = score_groups_naive(model, tok, groups, steer, progress, scoring)
         if stats is not None:
             stats.update(prefix_tokens=0, fallback_rows=n_rows, rows=n_rows)
         return out
@@ -209,6 +214,7 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
         stats.update(prefix_tokens=len(p_ids), fallback_rows=sum(len(p[3]) for p in plan), rows=n_rows)
     dist = dist or D.SINGLE
     pk = _pack(plan, p_ids, "cuda" if dev.type == "cuda" else "cpu", batch_tokens, row_tokens, dist.world_size)
+    pk.scoring = scoring
     done_groups: set[int] = set()  # groups this rank has reported to `progress`
 
     def mine() -> dict[tuple[int, int], float]:
@@ -217,7 +223,7 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
     scores: dict[tuple[int, int], float] = {}
     for part in D.run_phase("multiple-choice scoring", mine, dist):  # a failure on any rank fails all
         scores.update(part)
-    return _collect(model, tok, groups, plan, scores, steer, progress, done_groups)
+    return _collect(model, tok, groups, plan, scores, steer, progress, done_groups, scoring)
 
 
 # plan entry per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows)
@@ -236,6 +242,7 @@ class _Packing:
     layout: list[list[int]]              # per row: unit indices
     forwards: list[list[int]]            # per forward: row indices
     rank_of: list[int]                   # per forward: the rank that computes it
+    scoring: Scoring = ANSWER            # which segment tokens are scored and edited
 
 
 def _pack(plan: Sequence[PlanEntry], p_ids: list[int], kind: str, batch_tokens: int | None,
@@ -290,7 +297,7 @@ def _score_forwards(model, tok, pk: _Packing, rank: int, dev, steer: Steer | Non
             with steer(TokenMask(to_device(ans_mask, dev))) if steer else _null():
                 hs = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids,
                            use_cache=False).last_hidden_state  # [B, T, hidden]
-            scores.update(zip(slots, _summed_logprobs(model, hs, targets, len(slots))))
+            scores.update(zip(slots, summed_logprobs(model, hs, targets, len(slots))))
             del hs
             if progress and new_groups - done_groups:
                 progress(len(new_groups - done_groups))
@@ -304,6 +311,7 @@ def _answer_targets(pk: _Packing, rows_units: Sequence[Sequence[int]], pb):
     import torch
 
     B, T = pb.input_ids.shape
+    sc = pk.scoring
     ans_mask = torch.zeros((B, T), dtype=torch.bool)
     pr, pc, tgt, which = [], [], [], []  # predictor (row, col), target id, answer slot
     slots: list[tuple[int, int]] = []
@@ -317,37 +325,20 @@ def _answer_targets(pk: _Packing, rows_units: Sequence[Sequence[int]], pb):
             for j, ri in enumerate(ris):
                 a = unit.segs[1 + j]
                 _, ca = pb.where[(u, 1 + j)]
-                ans_mask[b, ca:ca + len(a)] = True
-                pr.extend([b] * len(a))
-                pc.extend([q_last] + list(range(ca, ca + len(a) - 1)))
-                tgt.extend(a)
-                which.extend([len(slots)] * len(a))
+                ans_mask[b, ca + sc.edit_from:ca + len(a)] = True
+                sk = min(sc.skip, len(a))  # scored: segment tokens sk.. (predicted from the token before)
+                pr.extend([b] * (len(a) - sk))
+                pc.extend(([q_last] + list(range(ca, ca + len(a) - 1)))[sk:])
+                tgt.extend(a[sk:])
+                which.extend([len(slots)] * (len(a) - sk))
                 slots.append((gi, ri))
             groups.add(gi)
     return ans_mask, (pr, pc, tgt, which), slots, groups
 
 
-def _summed_logprobs(model, hs, targets, n_slots: int) -> list[float]:
-    """Per answer slot, the summed log-prob of its tokens: the LM head on the predicting positions
-    of hs [B, T, hidden] only, 4,096 positions at a time."""
-    import torch
-
-    from itictl.compute.batching import to_device
-
-    pr_t, pc_t, tgt_t, which_t = (to_device(np.asarray(v, dtype=np.int64), hs.device) for v in targets)
-    tot = torch.zeros(n_slots, dtype=torch.float64, device=hs.device)
-    step = 4096
-    for s0 in range(0, len(pr_t), step):
-        h = hs[pr_t[s0:s0 + step], pc_t[s0:s0 + step]]
-        logp = _logits_from_hidden(model, h).log_softmax(-1)
-        lp = logp.gather(-1, tgt_t[s0:s0 + step, None].to(logp.device))[:, 0]
-        tot.index_add_(0, which_t[s0:s0 + step], lp.to(tot.device, torch.float64))
-        del h, logp
-    return tot.tolist()
-
-
 def _collect(model, tok, groups: Sequence[Group], plan: Sequence[PlanEntry], scores: dict[tuple[int, int], float],
-             steer: Steer | None, progress: Callable[[int], None] | None, done_groups: set[int]) -> list[list[float]]:
+             steer: Steer | None, progress: Callable[[int], None] | None, done_groups: set[int],
+             scoring: Scoring = ANSWER) -> list[list[float]]:
     """Per group, its answers' scores in order; fallback rows (rare, identical on every rank) are
     computed here by the reference loop."""
     results: list[list[float]] = []
@@ -355,7 +346,7 @@ def _collect(model, tok, groups: Sequence[Group], plan: Sequence[PlanEntry], sco
         if fb:
             g = groups[gi]
             sub = Group(g.context, [g.continuations[ri] for ri in fb])
-            for ri, v in zip(fb, score_groups_naive(model, tok, [sub], steer)[0]):
+            for ri, v in zip(fb, score_groups_naive(model, tok, [sub], steer, scoring=scoring)[0]):
                 scores[(gi, ri)] = v
         results.append([scores[(gi, ri)] for ri in range(len(groups[gi].continuations))])
         if progress and gi not in done_groups:

@@ -29,7 +29,7 @@ class EvalOptions:
     folds: int = 2
     seed: int = 42
     val_ratio: float = 0.2
-    split: str = "random"
+    split: str | None = None  # None: the protocol's (random | contiguous)
     instruction: str = "default"
     preset: str = "qa"
     many_shot_prefix: str | None = None  # the text
@@ -47,9 +47,31 @@ class EvalOptions:
     batch_tokens: int | None = None  # MC scoring forward size (None: 65,536 on GPU, 4,096 on CPU)
     text_samples: int = 100  # CE/KL samples (reference: 100 × 128 tokens)
     revision: str | None = None  # Hub revision of a Hub --model (in the key only when set)
+    protocol: str = "itictl"  # itictl | reference: defaults of the switches below (itictl.protocol)
+    val_draw: str | None = None  # seeded | stream
+    backend: str | None = None  # probes: torch | sklearn
+    sigma_from: str | None = None  # train | all
+    tie_break: str | None = None  # lower | argsort
+    mc_positions: str | None = None  # answer | reference
+
+    def __post_init__(self) -> None:
+        """Fill the switches left None from the protocol (an explicit switch wins)."""
+        from itictl.protocol import as_dict, resolve
+
+        for name, value in as_dict(resolve(self.protocol, check=False, **self.switches())).items():
+            setattr(self, name, value)
+
+    def switches(self) -> dict[str, str | None]:
+        """The protocol's switches as set here (itictl.protocol.SWITCHES)."""
+        from itictl.protocol import SWITCHES
+
+        return {name: getattr(self, name) for name in SWITCHES}
 
     def validate(self) -> None:
         """Every option on its own (fold sizes need the question count: run_eval checks them next)."""
+        from itictl.protocol import resolve
+
+        resolve(self.protocol, **self.switches())  # one-line errors for the protocol and its switches
         self._check_grid()
         self._check_modes()
         self._check_judges()
@@ -89,6 +111,9 @@ class EvalOptions:
         if self.eval_dataset != "truthfulqa" and gen:
             raise BadInputError(f"--eval-dataset {self.eval_dataset} scores MC only; {','.join(gen)} need TruthfulQA",
                                 "use --metrics mc,ce,kl with a transfer set")
+        if self.mc_style == "harness" and self.mc_positions != "answer":
+            raise BadInputError("--mc-positions reference is TruthfulQA-code scoring, not lm-eval-harness's",
+                                "pass --mc-positions answer with --mc-style harness")
         if self.mc_style == "harness" and self.preset != "qa":
             raise BadInputError("--mc-style harness uses lm-eval-harness's QA prompt", "drop --preset or use --preset qa")
         if self.mc_style == "harness" and self.eval_dataset == "truthfulqa":
@@ -116,7 +141,8 @@ class EvalOptions:
         return ChainSpec(model=self.model, revision=self.revision, data_dir=self.data_dir,
                          limit_questions=self.limit_questions, folds=self.folds, val_ratio=self.val_ratio,
                          split=self.split, seed=self.seed, dtype=self.dtype, device=self.device,
-                         device_map=device_map)
+                         device_map=device_map, protocol=self.protocol, val_draw=self.val_draw,
+                         backend=self.backend, sigma_from=self.sigma_from, tie_break=self.tie_break)
 
 
 def settings_of(opts: EvalOptions) -> list[tuple[int, float]]:

@@ -13,6 +13,12 @@ Order of work: options (EvalOptions.validate: metrics, judge specs and keys, fil
 question count against folds and the validation split (read from the data, nothing written), then
 the model, the dataset object, the chain, and the eval build.
 
+Timings (evaluate/timings.py): every phase (plan, identity hash, model load, each extraction, probes
+per fold, interventions, MC, generation, judges, CE/KL, write) in seconds, in the artifact's manifest
+meta `timings` and the returned document's `timings` (this run's: small for a cached eval); never in
+eval.json (payloads are reproducible: DP and single-process runs give identical files) nor the key.
+The probe steps train on the eval's GPU when it has one (the device is not in the probe key).
+
 Under torchrun (world > 1) every rank runs run_eval: extraction is data-parallel (extract.py),
 probe/intervene objects are built once under their key locks, and in the eval build the ranks
 share MC-scoring forwards, generation batches and CE/KL sample batches exactly (gathered on
@@ -28,13 +34,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from itictl import hooks
 from itictl.errors import BadInputError
 from itictl.evaluate.evaluator import Evaluator, evaluate_grid, summary_line
 from itictl.evaluate.options import EvalOptions, settings_of
 
 # EvalOptions fields that never enter the key as they are (secrets, paths, speed, or replaced by digests)
 _NOT_IN_KEY = ("device", "many_shot_prefix", "judge", "info_judge", "openai_base_url", "data_dir", "text",
-               "batch_tokens", "model", "revision")
+               "batch_tokens", "model", "revision", "protocol", "val_draw", "backend", "sigma_from", "tie_break",
+               "mc_positions")  # the protocol and its switches: in the key only when not itictl's (_params)
 # 2: ROUGE and CE/KL computations changed; the payload gains per_question.csv and CIs (evaluate/stats.py)
 EVAL_STEP_VERSION = 2
 
@@ -100,26 +108,57 @@ def _plan(store, opts: EvalOptions, spec) -> _Plan:
     return _Plan(n, settings, judges, skipped, text_digest, transfer, tqa)
 
 
-def _chain(store, opts: EvalOptions, spec, plan: _Plan, model_art, out, dist) -> None:
+def _probe_device(opts: EvalOptions, dist, device_map) -> str | None:
+    """Where the probe steps train: the eval's GPU (the device is not in the probe key; the solver's
+    results agree within float tolerance), else None (the probe step's CPU path)."""
+    from itictl.compute import distributed as DI
+    from itictl.models.devices import compute_device, parse_device_map, resolve_device
+
+    if device_map:
+        return "cuda" if compute_device(None, parse_device_map(device_map)) == "cuda" else None
+    dev = resolve_device(DI.rank_device(dist, opts.device) if dist.distributed else opts.device)
+    return dev if dev.startswith("cuda") else None
+
+
+def _chain(store, opts: EvalOptions, spec, plan: _Plan, model_art, out, dist, probe_device=None) -> None:
     """Every fold's probes and every (fold, K, α)'s intervention, through the pipeline; their keys
-    go into plan.parents / plan.deltas_keys."""
+    go into plan.parents / plan.deltas_keys. Each activations file is read once for all folds and
+    settings (keep_loaded)."""
     from itictl import pipeline
+    from itictl.extract.h5 import keep_loaded
 
     if not any(a != 0 for _, a in plan.settings):
         return
     base = pipeline.prepare(store, spec, tqa=plan.tqa, model_art=model_art, out=out, dist=dist)
     plan.parents.update(activations=base.activations.key, tuning=base.tuning.key)
-    for i in range(opts.folds):
-        probes, _ = pipeline.fold_probes(store, spec, base.activations, i, out=out)
-        for k, a in plan.settings:
-            if a == 0:
-                continue
-            iv, _ = pipeline.intervention(store, spec, probes, base.tuning,
-                                          pipeline.Setting(k, a, opts.direction), out=out)
-            plan.deltas_keys[(i, k, a)] = iv.key
-            plan.parents[f"intervention.fold{i}.k{k}.a{a:g}"] = iv.key
+    with keep_loaded():
+        for i in range(opts.folds):
+            with hooks.timed("probes"):
+                probes, _ = pipeline.fold_probes(store, spec, base.activations, i, out=out, device=probe_device)
+            for k, a in plan.settings:
+                if a == 0:
+                    continue
+                with hooks.timed("interventions"):
+                    iv, _ = pipeline.intervention(store, spec, probes, base.tuning,
+                                                  pipeline.Setting(k, a, opts.direction), out=out)
+                plan.deltas_keys[(i, k, a)] = iv.key
+                plan.parents[f"intervention.fold{i}.k{k}.a{a:g}"] = iv.key
     first = next(s for s in plan.settings if s[1] != 0)
     plan.parents["intervention"] = plan.deltas_keys[(0, first[0], first[1])]
+
+
+def _model_artifact(store, spec, out, timer, overlap: bool):
+    """pipeline.model_of; a local folder whose digests are not cached yet is loaded in the background
+    while it is hashed (models/preload.py), the overlapped seconds go to timings['background']."""
+    from itictl import pipeline
+    from itictl.models import preload
+
+    pre = preload.start(store, spec.model, spec.dtype, spec.device) if overlap else None
+    model_art = pipeline.model_of(store, spec, out)
+    if pre is not None:
+        adopted = pre.adopt(store, model_art)
+        timer.background.update({f"preload_{k}": v for k, v in pre.seconds.items()}, preload_adopted=adopted)
+    return model_art
 
 
 def _params(opts: EvalOptions, plan: _Plan) -> dict[str, Any]:
@@ -133,6 +172,10 @@ def _params(opts: EvalOptions, plan: _Plan) -> dict[str, Any]:
             json.dumps([asdict(t) for t in plan.transfer], sort_keys=True).encode()).hexdigest()
     if opts.revision is not None:  # only when set, so earlier keys stay
         params["revision"] = opts.revision
+    from itictl.protocol import non_default
+
+    switches = {k: v for k, v in opts.switches().items() if k != "split"}  # split is in the key as it was
+    params.update(non_default(opts.protocol, switches))
     return params
 
 
@@ -144,25 +187,30 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
     from itictl import data as D
     from itictl import pipeline
     from itictl.compute import distributed as DI
+    from itictl.evaluate.timings import PhaseTimer
 
     dist = dist or DI.current()
-    opts.validate()
-    device_map = DI.check_device_map(device_map, dist)
-    spec = opts.chain_spec(device_map)
-    spec.check()
-    plan = _plan(store, opts, spec)
-    model_art = pipeline.model_of(store, spec, out)
-    ds_art = D.ensure_dataset(store, pipeline.data_dir_of(spec))
-    plan.parents.update(model=model_art.key, dataset=ds_art.key)
-    _chain(store, opts, spec, plan, model_art, out, dist)
-    questions = list(D.read_dataset(ds_art).questions)[:plan.n]
-    job = _Job(store, opts, plan, model_art, questions, device_map, out, dist)
-    art, cached = DI.produce(store, dist, "eval", _params(opts, plan), plan.parents, job.build,
-                             step_version=EVAL_STEP_VERSION)
-    if dist.is_main:
-        store.tag("last-eval", art.key)
-    doc = job.doc or art.read_json("eval.json")
-    return art, cached, doc
+    with PhaseTimer() as timer:  # per-phase seconds: the manifest's meta and the returned document
+        opts.validate()
+        device_map = DI.check_device_map(device_map, dist)
+        spec = opts.chain_spec(device_map)
+        spec.check()
+        timer.rename({f"extract:{spec.dataset}": f"extract_{spec.dataset}", f"extract:{spec.tuning_dataset}": "extract_tuning"})
+        with hooks.timed("plan"):
+            plan = _plan(store, opts, spec)
+        with hooks.timed("model_artifact"):
+            model_art = _model_artifact(store, spec, out, timer, overlap=not (dist.distributed or device_map))
+        ds_art = D.ensure_dataset(store, pipeline.data_dir_of(spec))
+        plan.parents.update(model=model_art.key, dataset=ds_art.key)
+        _chain(store, opts, spec, plan, model_art, out, dist, _probe_device(opts, dist, device_map))
+        questions = list(D.read_dataset(ds_art).questions)[:plan.n]
+        job = _Job(store, opts, plan, model_art, questions, device_map, out, dist, timer=timer)
+        art, cached = DI.produce(store, dist, "eval", _params(opts, plan), plan.parents, job.build,
+                                 step_version=EVAL_STEP_VERSION)
+        if dist.is_main:
+            store.tag("last-eval", art.key)
+        doc = job.doc or art.read_json("eval.json")
+        return art, cached, {**doc, "timings": timer.result()}
 
 
 @dataclass
@@ -178,6 +226,7 @@ class _Job:
     out: Any
     dist: Any
     doc: dict[str, Any] | None = None
+    timer: Any = None  # the run's PhaseTimer: its result goes to the manifest's meta
 
     def _load(self):
         """(model, tokenizer, CE/KL samples); in a phase: a rank that cannot load fails the group at once."""
@@ -207,11 +256,12 @@ class _Job:
         from itictl.intervene.build import load_deltas
 
         opts, plan = self.opts, self.plan
-        model, tok, samples = self._load()
-        folds = D.question_folds(plan.n, opts.folds, opts.seed, opts.split)
-        ev = Evaluator(model, tok, self.questions, opts, judges=plan.judges, skipped=dict(plan.skipped),
-                       text_samples=samples, out=self.out if self.dist.is_main else None,
-                       transfer=plan.transfer, dist=self.dist)
+        with hooks.timed("eval_setup"):
+            model, tok, samples = self._load()
+            folds = D.question_folds(plan.n, opts.folds, opts.seed, opts.split)
+            ev = Evaluator(model, tok, self.questions, opts, judges=plan.judges, skipped=dict(plan.skipped),
+                           text_samples=samples, out=self.out if self.dist.is_main else None,
+                           transfer=plan.transfer, dist=self.dist)
         loaded: dict[str, Any] = {}
 
         def deltas_for(i, k, a):
@@ -223,7 +273,10 @@ class _Job:
         eval_idx = (lambda i: range(len(plan.transfer))) if plan.transfer is not None else None
         results = evaluate_grid(ev, folds, plan.settings, deltas_for, eval_idx)
         if ctx is not None:
-            self._write(ctx, ev, results, folds)
+            with hooks.timed("write"):
+                self._write(ctx, ev, results, folds)
+            if self.timer is not None:  # wall seconds: the manifest's meta only (eval.json is reproducible)
+                ctx.meta["timings"] = self.timer.result()
 
     def _write(self, ctx, ev: Evaluator, results: list[dict[str, Any]], folds) -> None:
         from itictl.evaluate import stats
@@ -235,7 +288,9 @@ class _Job:
         stats.attach(results, ev.per_question, ev.per_sample, seed=opts.seed)
         for r in results:
             r["summary"] = summary_line(r["heads"], r["alpha"], r["mean"], mc_label)
-        doc = {"mc_style": opts.mc_style, "eval_dataset": opts.eval_dataset, "n_questions": plan.n,
+        ctx.meta["protocol"] = opts.protocol
+        doc = {"protocol": opts.protocol, "switches": opts.switches(), "mc_style": opts.mc_style,
+               "eval_dataset": opts.eval_dataset, "n_questions": plan.n,
                "folds": [len(f) for f in folds], "settings": results, "skipped": plan.skipped,
                "judges": {w: j.spec for w, j in plan.judges.items()},
                "uncertainty": {"method": "percentile bootstrap (questions within folds; CE/KL over text samples)",

@@ -14,6 +14,7 @@ tolerance (tests/test_extract.py and tests/compute/test_packing.py prove it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -186,12 +187,13 @@ def count_tokens(items: Sequence[Tokenized], batches: Sequence[Batch]) -> dict[s
 class _Collector:
     """Forward hooks that gather o_proj inputs (and layer inputs) at each row's last token."""
 
-    def __init__(self, model: Any, layer_wise: bool):
+    def __init__(self, model: Any, layer_wise: bool, compiled: bool = False):
         from itictl.models.arch import decoder_layers, o_proj_modules
 
         self.o_projs = o_proj_modules(model)
         self.layers = decoder_layers(model)
         self.layer_wise = layer_wise
+        self.compiled = compiled  # layers may run compiled: o_proj hooks run eagerly (compute.fuse)
         self.active = False
         self.rows = None   # LongTensor [B]
         self.pos = None    # LongTensor [B]
@@ -200,8 +202,11 @@ class _Collector:
         self.handles: list = []
 
     def __enter__(self) -> "_Collector":
+        from itictl.compute.fuse import eager_hook
+
         for i, m in enumerate(self.o_projs):
-            self.handles.append(m.register_forward_pre_hook(self._head_hook(i)))
+            hook = self._head_hook(i)
+            self.handles.append(m.register_forward_pre_hook(eager_hook(hook) if self.compiled else hook))
         if self.layer_wise:
             for i, m in enumerate(self.layers):
                 self.handles.append(m.register_forward_pre_hook(self._resid_hook(i), with_kwargs=True))
@@ -233,12 +238,13 @@ class _Collector:
 
 
 def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
-                device: Any, pad_id: int, out_dtype: Any = None) -> Iterator[tuple[list[int], Any, Any]]:
+                device: Any, pad_id: int, out_dtype: Any = None, fuse: Any = None) -> Iterator[tuple[list[int], Any, Any]]:
     """Yield (prompt indices, head [B, L, H·D], resid [B, L+1, hidden] | None) per batch, on the
     input device. Packed batches run as tree-masked rows; plan them only for a model whose attention
     takes a custom 4D mask (packing.supports_tree_masks: sdpa, eager). Given to any other model, a
     packed batch's prompts run one per row, right-padded, which can exceed its token budget, so
-    callers plan such models with packed=False (length-sorted plain batches)."""
+    callers plan such models with packed=False (length-sorted plain batches). `fuse`: a
+    compute.fuse.Fuser (entered by the caller) that runs the forwards with compiled layers."""
     import torch
 
     from itictl.compute.batching import right_pad, to_device
@@ -257,7 +263,8 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
     def gathered(parts: list, dev: Any) -> Any:
         return torch.stack([p.to(dev) for p in parts], dim=1)
 
-    col = _Collector(model, layer_wise)
+    col = _Collector(model, layer_wise, compiled=fuse is not None and fuse.mode != "off")
+    run = fuse.run if fuse is not None else (lambda f: f())
     with col, torch.inference_mode():
         for b in batches:
             if b.packed and tree:
@@ -267,14 +274,14 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
                 last_t = to_device(np.array([c + len(b.units[u].segs[s]) - 1 for (u, s), (_, c) in zip(b.outs, at)],
                                             dtype=np.int64), device)
                 col.start(rows_t, last_t)
-                res = stack(input_ids=pb.input_ids, attention_mask=pb.attention_mask,
-                            position_ids=pb.position_ids, use_cache=False)
+                kw = dict(input_ids=pb.input_ids, attention_mask=pb.attention_mask, position_ids=pb.position_ids)
             else:
                 ids, mask, lens = pad([items[i].ids for i in b.rows])
                 B, T = ids.shape
                 pos = torch.arange(T, device=device).unsqueeze(0).expand(B, T)
                 col.start(torch.arange(B, device=device), lens - 1)
-                res = stack(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+                kw = dict(input_ids=ids, attention_mask=mask, position_ids=pos)
+            res = run(partial(stack, **kw, use_cache=False))
             col.active = False
             head = gathered(col.head, device)
             resid = None
@@ -290,11 +297,11 @@ def run_batches(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch]
 
 def extract_arrays(model: Any, tokenizer: Any, texts: Sequence[str], prefixes: Sequence[str | None] | None = None,
                    *, layer_wise: bool = False, batch_tokens: int = 2048, share: bool = True,
-                   device: Any = None, out_dtype: Any = None) -> dict[str, np.ndarray]:
+                   device: Any = None, out_dtype: Any = None, fuse: str = "off") -> dict[str, np.ndarray]:
     """In-memory convenience (tests, benchmarks): arrays in prompt order."""
     items = tokenize_prompts(tokenizer, texts, prefixes, share=share)
     return extract_items(model, items, layer_wise=layer_wise, batch_tokens=batch_tokens, device=device,
-                         pad_id=pad_token_id(tokenizer), out_dtype=out_dtype)
+                         pad_id=pad_token_id(tokenizer), out_dtype=out_dtype, fuse=fuse)
 
 
 def pad_token_id(tokenizer: Any) -> int:
@@ -305,8 +312,9 @@ def pad_token_id(tokenizer: Any) -> int:
 
 
 def extract_items(model: Any, items: Sequence[Tokenized], *, layer_wise: bool = False, batch_tokens: int = 2048,
-                  device: Any = None, pad_id: int = 0, out_dtype: Any = None) -> dict[str, np.ndarray]:
-    """In-memory extraction of `items` (tests, benchmarks): arrays in prompt order."""
+                  device: Any = None, pad_id: int = 0, out_dtype: Any = None, fuse: str = "off") -> dict[str, np.ndarray]:
+    """In-memory extraction of `items` (tests, benchmarks): arrays in prompt order; `fuse`: a
+    --fuse mode (compute.fuse), off unless asked."""
     if device is None:
         from itictl.models.devices import input_device
 
@@ -317,4 +325,4 @@ def extract_items(model: Any, items: Sequence[Tokenized], *, layer_wise: bool = 
     from itictl.extract.host import collect_to_host
 
     return collect_to_host(model, items, batches, layer_wise=layer_wise, device=device, pad_id=pad_id,
-                           out_dtype=out_dtype)
+                           out_dtype=out_dtype, fuse=fuse)

@@ -1,10 +1,12 @@
-"""The activations.h5 payload: writing it from chunk folders, and the Activations reader."""
+"""The activations.h5 payload: writing it from chunk folders, and the Activations reader
+(`keep_loaded()`: one in-memory copy of a file's head-wise activations for a whole block of work)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -90,8 +92,14 @@ class Activations:
         return self.head_wise[:, l, h * self.D:(h + 1) * self.D]
 
     def load_head_wise(self, threads: int | None = None) -> np.ndarray:
-        """[N, L, H·D] everything in memory, in the stored dtype (see `read_all`)."""
-        return read_all(self.head_wise, threads)
+        """[N, L, H·D] everything in memory, in the stored dtype (see `read_all`); inside
+        `keep_loaded()` one shared copy per file (callers must not write into it)."""
+        if _KEPT is None:
+            return read_all(self.head_wise, threads)
+        name = str(Path(self.file.filename).resolve())
+        if name not in _KEPT:
+            _KEPT[name] = read_all(self.head_wise, threads)
+        return _KEPT[name]
 
     def close(self) -> None:
         self.file.close()
@@ -101,6 +109,30 @@ class Activations:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_KEPT: dict[str, np.ndarray] | None = None  # file -> head_wise in memory, while keep_loaded() is active
+
+
+@contextlib.contextmanager
+def keep_loaded() -> Iterator[None]:
+    """Within the block, Activations.load_head_wise reads each file once and hands every later
+    caller the same array (an eval's probe steps of every fold and its interventions read each
+    activations file once). Store objects are immutable, so the file path identifies the data."""
+    global _KEPT
+    outer = _KEPT
+    if outer is None:
+        _KEPT = {}
+    try:
+        yield
+    finally:
+        if outer is None:
+            _KEPT = None
+
+
+def keeping() -> bool:
+    """True inside keep_loaded()."""
+    return _KEPT is not None
 
 
 def read_all(ds, threads: int | None = None) -> np.ndarray:

@@ -97,9 +97,11 @@ def _numpy(t: Any) -> np.ndarray:
 
 
 def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Batch], *, layer_wise: bool,
-                    device: Any, pad_id: int, out_dtype: Any = None) -> dict[str, np.ndarray]:
+                    device: Any, pad_id: int, out_dtype: Any = None, fuse: str = "off") -> dict[str, np.ndarray]:
     """Run `batches` and gather every prompt's rows into host arrays in prompt order (copies
-    overlap the following forwards)."""
+    overlap the following forwards). `fuse`: a --fuse mode (compute.fuse; 'off' by default here)."""
+    from itictl.compute.fuse import Fuser, resolve_fuse
+
     n = len(items)
     out: dict[str, np.ndarray] = {}
     # np.empty when every row gets written: first-touching zero-filled (calloc) pages cost ~8x more
@@ -117,9 +119,9 @@ def collect_to_host(model: Any, items: Sequence[Tokenized], batches: Sequence[Ba
                 out[name][idx] = a
         return put
 
-    with HostCopies(device) as copies:
+    with Fuser(model, resolve_fuse(fuse, model, device)) as fz, HostCopies(device) as copies:
         for rows, head, resid in engine.run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                             pad_id=pad_id, out_dtype=out_dtype):
+                                                    pad_id=pad_id, out_dtype=out_dtype, fuse=fz):
             copies.submit([head, resid], sink(rows))
     return out
 

@@ -15,18 +15,21 @@ from itictl.extract.h5 import digest16, write_h5
 
 
 def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, store_dtype: str, device, pad_id: int,
-                    advance=lambda k=1: None) -> list[int]:
+                    advance=lambda k=1: None, fuse=None) -> list[int]:
     """Run `batches` (engine Batch objects) and save their rows as resumable chunk_N folders in
-    `work` (continuing its numbering; a chunk always ends at a batch boundary). -> rows computed."""
+    `work` (continuing its numbering; a chunk always ends at a batch boundary). -> rows computed.
+    `fuse`: a compute.fuse.Fuser (None: the model as it is)."""
+    from contextlib import nullcontext
+
     from itictl.extract.engine import run_batches
     from itictl.models.devices import torch_dtype
 
     work.mkdir(parents=True, exist_ok=True)
     seq = 1 + max((int(f.name.split("_")[1]) for f in chunk_dirs(work)), default=-1)
     computed: list[int] = []
-    with ChunkWriter(work, seq, device) as writer:
+    with fuse if fuse is not None else nullcontext(), ChunkWriter(work, seq, device) as writer:
         for rows, head, resid in run_batches(model, items, batches, layer_wise=layer_wise, device=device,
-                                             pad_id=pad_id, out_dtype=torch_dtype(store_dtype)):
+                                             pad_id=pad_id, out_dtype=torch_dtype(store_dtype), fuse=fuse):
             writer.put(rows, head, resid)
             computed.extend(rows)
             advance(len(rows))
@@ -35,18 +38,18 @@ def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, stor
 
 def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *, fmt: str, model_key: str, dtype: str,
                   layer_wise: bool, store_dtype: str, batch_tokens: int | None, device, out=None,
-                  dist=None) -> dict[str, Any]:
+                  dist=None, fuse: str = "off") -> dict[str, Any]:
     """Compute (resuming from `work`) and write activations.h5 for `prompts`; returns metadata.
 
     With `dist` of world > 1 every rank calls this with the same prompts: all ranks plan the
     batches exactly as one process would (same batch_tokens), each computes the batches
     assign_balanced gives it into work/rankR/, and rank 0 (h5_path set; None elsewhere) merges
     every chunk into the h5. Same batches -> same numbers, so the payload is bit-identical to a
-    single-process run's."""
+    single-process run's. `fuse`: a --fuse mode (compute.fuse), resolved here for the model."""
     from itictl.compute import distributed as D
 
     ex = _Extraction(model, tokenizer, prompts, work, layer_wise=layer_wise, store_dtype=store_dtype,
-                     device=device, dist=dist or D.SINGLE, out=out)
+                     device=device, dist=dist or D.SINGLE, out=out, fuse=fuse)
     ex.plan(batch_tokens)
     warm = D.run_phase("warming up", ex.warm_up, ex.dist)
     t0 = time.time()
@@ -65,7 +68,8 @@ class _Extraction:
     warm-up and compute phases, then the metadata."""
 
     def __init__(self, model, tokenizer, prompts, work: Path, *, layer_wise: bool, store_dtype: str, device,
-                 dist, out) -> None:
+                 dist, out, fuse: str = "off") -> None:
+        from itictl.compute.fuse import Fuser, resolve_fuse
         from itictl.models.arch import head_layout, hidden_size
 
         self.model, self.tokenizer, self.prompts, self.work = model, tokenizer, prompts, work
@@ -73,6 +77,7 @@ class _Extraction:
         self.n = len(prompts)
         self.layout = head_layout(model)
         self.hidden = hidden_size(model)
+        self.fuser = Fuser(model, resolve_fuse(fuse, model, device), warn=out.warn if out is not None else None)
 
     def plan(self, batch_tokens: int | None) -> None:
         """Tokenise, agree on the plan across ranks, skip what completed chunks hold, share the rest.
@@ -117,12 +122,13 @@ class _Extraction:
         return {"plan": plan, "batch_tokens": bt, "done": done}
 
     def warm_up(self) -> float:
-        """One forward of each batch shape this rank will run (typically 2: full forwards and the
-        last, smaller one), outputs copied to host and discarded: kernel loading, cuBLAS/cuDNN
-        plans, device and page-locked host allocator growth are paid here, outside compute_s,
-        like the model load."""
+        """On a GPU, or with compiled layers: one forward of each batch shape this rank will run
+        (the first 2: full forwards and the last, smaller one; every shape with compiled layers,
+        which compile one graph set per shape here), outputs copied to host and discarded: kernel
+        loading, cuBLAS/cuDNN plans, compiling, device and page-locked host allocator growth are
+        paid here, outside compute_s, like the model load."""
         t = time.time()
-        if self.mine and str(self.device).startswith("cuda"):
+        if self.mine and (str(self.device).startswith("cuda") or self.fuser.active):
             from itictl.extract.engine import pad_token_id, run_batches
             from itictl.extract.host import HostCopies
             from itictl.models.devices import torch_dtype
@@ -130,11 +136,12 @@ class _Extraction:
             shapes = {}
             for b in self.mine:
                 shapes.setdefault((len(b.layout) or len(b.rows), b.packed), b)
-            with HostCopies(self.device) as copies:
-                for _, head, resid in run_batches(self.model, self.items, list(shapes.values())[:2],
+            warm = list(shapes.values())[: None if self.fuser.active else 2]
+            with self.fuser, HostCopies(self.device) as copies:
+                for _, head, resid in run_batches(self.model, self.items, warm,
                                                   layer_wise=self.layer_wise, device=self.device,
                                                   pad_id=pad_token_id(self.tokenizer),
-                                                  out_dtype=torch_dtype(self.store_dtype)):
+                                                  out_dtype=torch_dtype(self.store_dtype), fuse=self.fuser):
                     copies.submit([head, resid], lambda arrs: None)
         return round(time.time() - t, 3)
 
@@ -156,7 +163,7 @@ class _Extraction:
                 advance(len(self.done))
             rows = compute_batches(self.model, self.items, self.mine, rank_work_dir(self.work, dist),
                                    layer_wise=self.layer_wise, store_dtype=self.store_dtype, device=self.device,
-                                   pad_id=pad_token_id(self.tokenizer), advance=advance)
+                                   pad_id=pad_token_id(self.tokenizer), advance=advance, fuse=self.fuser)
         finally:
             if progress is not None:
                 progress.__exit__(None, None, None)
@@ -173,7 +180,10 @@ class _Extraction:
             "resumed_prompts": len(self.done), "computed_prompts": len(todo),
             "tokens_real": counts["real"], "tokens_padded": counts["padded"], "tokens_unshared": counts["unshared"],
             "prefix_shared_prompts": int(sum(1 for i in todo if self.items[i].prefix_len)),
+            "fuse": self.fuser.mode if self.fuser.fallback is None else "off",
         }
+        if self.fuser.fallback is not None:
+            meta["fuse_fallback"] = f"{self.fuser.mode}: {self.fuser.fallback}"
         if self.dist.distributed:
             meta.update(world_size=self.dist.world_size, rank_compute_s=[s["compute_s"] for s in stats],
                         rank_prompts=[s["rows"] for s in stats])

@@ -3,9 +3,10 @@ open_activations (the reader probes/eval use).
 
 Key (what goes into params): format, limit, seed (only for tqa_gen_end_q, else null), dtype (the
 resolved compute dtype), layer_wise, store_dtype (resolved); parents: model and dataset keys.
-Deliberately NOT in the key: batch_tokens and device. Results do not depend on them beyond
-floating-point tolerance (batched == single-prompt and shared == unshared are tested), so a rerun
-with another batch size or on another device of the same dtype reuses the artifact. The compute
+Deliberately NOT in the key: batch_tokens, device and fuse. Results do not depend on them beyond
+floating-point tolerance (batched == single-prompt, shared == unshared and fused == unfused are
+tested), so a rerun with another batch size, on another device of the same dtype or with(out)
+compiled layers reuses the artifact; the manifest's meta records the fuse mode that ran. The compute
 dtype is in the key because float16/bfloat16/float32 give meaningfully different activations.
 
 Payload `activations.h5`: head_wise [N, L, H·D], layer_wise [N, L+1, hidden] (optional), label,
@@ -20,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from itictl import hooks
 from itictl.data.prompts import FORMATS, SEEDED_FORMATS
 from itictl.errors import BadInputError
 from itictl.extract.engine import default_batch_tokens  # noqa: F401 (re-exported)
@@ -52,12 +54,15 @@ def extract_params(fmt: str, *, limit: int | None, layer_wise: bool, dtype: str,
 def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | None, *, limit: int | None = None,
                 layer_wise: bool = False, dtype: str = "auto", device: str = "auto",
                 batch_tokens: int | None = None, seed: int = 42, store_dtype: str = "auto", out=None,
-                revision: str | None = None, dist=None, device_map: str | None = None):
+                revision: str | None = None, dist=None, device_map: str | None = None, fuse: str = "off"):
     """-> (Artifact, cached). The key is computed from the model and dataset identities first;
     the model is loaded only when the artifact has to be built. `dist` (a DistContext, default
     itictl.compute.distributed.current()) with world > 1 runs the data-parallel protocol: every rank
     calls this with the same arguments; the artifact is identical to a single-process run's."""
     from itictl.compute import distributed
+    from itictl.compute.fuse import check_fuse
+
+    fuse = check_fuse(fuse)  # bad input fails before any model load
     dist = dist or distributed.current()
     device_map = distributed.check_device_map(device_map, dist)
     if batch_tokens is not None and batch_tokens < 1:
@@ -76,10 +81,12 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
 
             real_dev = resolve_device(device)
             _build(ctx, store, model_art, ds_art, params, device=real_dev, batch_tokens=batch_tokens, out=out,
-                   device_map=device_map)
+                   device_map=device_map, fuse=fuse)
 
-        return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
-    return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out)
+        with hooks.timed(f"extract:{fmt}"):
+            return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
+    with hooks.timed(f"extract:{fmt}"):
+        return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out, fuse=fuse)
 
 
 def _parents(model_art, ds_art) -> dict[str, str]:
@@ -112,7 +119,7 @@ def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, d
     return params, model_art, ds_art
 
 
-def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | None, out):
+def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | None, out, fuse: str = "off"):
     """The data-parallel protocol (every rank runs it; phases are collective, see distributed.py):
 
     1. rank 0 resolves the key (creating the model/dataset objects once), then the other ranks
@@ -140,14 +147,14 @@ def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | No
 
     def build(ctx) -> None:  # ctx None on ranks > 0
         _build(ctx, store, model_art, ds_art, params, device=device, batch_tokens=batch_tokens,
-               out=out if main else None, dist=dist, work=store.work_dir(key))
+               out=out if main else None, dist=dist, work=store.work_dir(key), fuse=fuse)
 
     return D.produce(store, dist, "activations", params, _parents(model_art, ds_art), build,
                      step_version=STEP_VERSION)
 
 
 def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str, batch_tokens: int | None, out,
-           dist=None, work: Path | None = None, device_map: str | None = None) -> None:
+           dist=None, work: Path | None = None, device_map: str | None = None, fuse: str = "off") -> None:
     """Load the model and run extract_to_h5. With world > 1 every rank calls this (rank 0 with
     the store's BuildContext, the others with ctx=None and the key's work dir); `device` is then
     the --device option, mapped to this rank's GPU here."""
@@ -183,7 +190,7 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
         ctx.work if ctx is not None else work, fmt=fmt, model_key=model_art.key, dtype=params["dtype"],
         layer_wise=params["layer_wise"], store_dtype=params["store_dtype"],
         batch_tokens=batch_tokens, device=getattr(lm, "device", None) or dev, out=out,
-        dist=dist)
+        dist=dist, fuse=fuse)
     if ctx is not None:
         ctx.meta.update(meta)
         _record_arch(ctx, lm.model)

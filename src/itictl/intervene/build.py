@@ -5,12 +5,14 @@ Owns `run_intervene` (probes + tuning activations -> `intervention` artifact), `
 and `load_deltas` / `read_intervention`.
 
 Heads: for 'com' and 'probe' the K heads with the best validation accuracy (ties: lower layer, then
-lower head first); for 'random' the first K of a seeded permutation of all (layer, head) pairs, as
-the reference's use_random_dir path. θ = normalised direction ('com' = mean(true) − mean(false) over
-train+val prompts, 'probe' = the probe's weight vector, 'random' = a Gaussian from the same seeded
-generator, drawn after the permutation); σ = std of the projections a·θ of the
+lower head first; tie_break='argsort': the reference's np.argsort(acc)[::-1]); for 'random' the
+first K of a seeded permutation of all (layer, head) pairs, as the reference's use_random_dir path.
+θ = normalised direction ('com' = mean(true) − mean(false) over train+val prompts, 'probe' = the
+probe's weight vector, 'random' = a Gaussian from the same seeded generator, drawn after the
+permutation); σ = std of the projections a·θ of the
 tuning activations (tqa_gen_end_q) of the training questions only (train ∪ val: every question
-outside the probes' test fold; the reference uses all questions, which leaks the test fold);
+outside the probes' test fold; the reference uses all questions, which leaks the test fold:
+sigma_from='all', the `reference` protocol's);
 δ_l[h·D:(h+1)·D] = α·σ·θ. Payload: intervention.safetensors (`layer.{l}` -> [H·D] float32, only layers
 with heads) and intervention.json (heads, sigma, alpha, direction, model key, layout).
 """
@@ -55,10 +57,21 @@ def check_deltas_fit(deltas: Mapping[int, Any], n_layers: int, width: int | None
                                 f"takes {width}", hint)
 
 
-def top_heads(val_acc_LH: np.ndarray, k: int) -> list[tuple[int, int]]:
-    """The k (layer, head) pairs with the highest accuracy; ties go to the lower flat index."""
+def check_reference_switches(sigma_from: str, tie_break: str) -> None:
+    """One-line errors for bad --sigma-from / --tie-break values."""
+    from itictl.protocol import check_switch
+
+    check_switch("sigma_from", sigma_from)
+    check_switch("tie_break", tie_break)
+
+
+def top_heads(val_acc_LH: np.ndarray, k: int, tie_break: str = "lower") -> list[tuple[int, int]]:
+    """The k (layer, head) pairs with the highest accuracy; ties go to the lower flat index
+    ('argsort': the reference's np.argsort(acc)[::-1][:k], whose order of ties numpy decides)."""
     L, H = val_acc_LH.shape
     flat = np.asarray(val_acc_LH, dtype=np.float64).reshape(-1)
+    if tie_break == "argsort":
+        return [(int(i // H), int(i % H)) for i in np.argsort(flat)[::-1][:k]]
     order = np.lexsort((np.arange(L * H), -flat))  # primary: accuracy desc; secondary: index asc
     return [(int(i // H), int(i % H)) for i in order[:k]]
 
@@ -68,7 +81,8 @@ def random_heads(n_layers: int, n_heads: int, k: int, rng: np.random.Generator) 
     return [(int(i // n_heads), int(i % n_heads)) for i in rng.permutation(n_layers * n_heads)[:k]]
 
 
-def heads_and_directions(probes, k: int, kind: str, seed: int) -> tuple[list[tuple[int, int]], np.ndarray]:
+def heads_and_directions(probes, k: int, kind: str, seed: int,
+                         tie_break: str = "lower") -> tuple[list[tuple[int, int]], np.ndarray]:
     """(chosen heads, unit directions [K, D] float64). 'random': random heads and Gaussian
     directions from one default_rng(seed) (permutation first); otherwise the top-k probe heads."""
     L, H, D = probes.layout
@@ -77,7 +91,7 @@ def heads_and_directions(probes, k: int, kind: str, seed: int) -> tuple[list[tup
         chosen = random_heads(L, H, k, rng)
         raw = rng.standard_normal((len(chosen), D))
     else:
-        chosen = top_heads(probes.val_acc, k)
+        chosen = top_heads(probes.val_acc, k, tie_break)
         source = probes.com if kind == "com" else probes.weight
         raw = np.stack([source[l, h] for l, h in chosen]).astype(np.float64)
     norm = np.linalg.norm(raw, axis=1, keepdims=True)
@@ -86,13 +100,14 @@ def heads_and_directions(probes, k: int, kind: str, seed: int) -> tuple[list[tup
     return chosen, raw / norm
 
 
-def build_deltas(probes, tuning_hw: np.ndarray, *, heads: int, alpha: float, direction: str, seed: int):
+def build_deltas(probes, tuning_hw: np.ndarray, *, heads: int, alpha: float, direction: str, seed: int,
+                 tie_break: str = "lower"):
     """(deltas {layer: [H·D] float32}, chosen heads, sigma [K]) from probes and tuning activations.
 
-    tuning_hw: the training questions' tuning activations [N, L, H, D].
+    tuning_hw: the tuning activations σ is taken over [N, L, H, D] (the training questions', or all).
     """
     _, H, D = probes.layout
-    chosen, theta = heads_and_directions(probes, heads, direction, seed)  # theta [K, D]
+    chosen, theta = heads_and_directions(probes, heads, direction, seed, tie_break)  # theta [K, D]
     sigma = np.array([np.std(tuning_hw[:, l, h, :].astype(np.float64) @ theta[i]) for i, (l, h) in enumerate(chosen)])
     deltas: dict[int, np.ndarray] = {}
     for i, (l, h) in enumerate(chosen):
@@ -118,11 +133,15 @@ def check_probes_model(probes_key: str, probes_model: str | None, model_key: str
 
 
 def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, direction: str = "com",
-                  seed: int = 42, out=None, model_key: str | None = None):
+                  seed: int = 42, out=None, model_key: str | None = None, sigma_from: str = "train",
+                  tie_break: str = "lower"):
     """Build an intervention from a probes artifact and tuning activations -> (Artifact, cached).
 
     model_key: when given, the probes must come from that model (else a one-line error).
+    sigma_from 'all': σ over every tuning prompt (the reference, which includes the test fold);
+    tie_break 'argsort': the reference's order of tied heads (both in the key only when set).
     """
+    check_reference_switches(sigma_from, tie_break)
     from itictl.probe.step import load_probes, read_head_acts
 
     probes = load_probes(probes_art)
@@ -137,7 +156,9 @@ def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, di
     if p_model is not None and t_model is not None and t_model != p_model:
         raise BadInputError(f"tuning activations come from model {t_model[:12]} but the probes from {p_model[:12]}",
                             "extract the tuning activations with the probes' model")
-    params = {"heads": int(heads), "alpha": float(alpha), "direction": direction, "seed": int(seed)}
+    params = {"heads": int(heads), "alpha": float(alpha), "direction": direction, "seed": int(seed),
+              **({"sigma_from": sigma_from} if sigma_from != "train" else {}),
+              **({"tie_break": tie_break} if tie_break != "lower" else {})}
 
     def build(ctx) -> None:
         tun = read_head_acts(tuning_art)
@@ -146,16 +167,17 @@ def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, di
                                 "use activations from the same model")
         qs = probes.doc["questions"]
         keep = set(qs["train"]) | set(qs["val"])
-        rows = np.flatnonzero(np.isin(tun.question_index, sorted(keep)))
+        rows = np.flatnonzero(np.isin(tun.question_index, sorted(keep)) | (sigma_from == "all"))
         if len(rows) < 2:
             raise BadInputError("the tuning activations contain (almost) none of the probes' training questions",
                                 "extract the tuning set over the same questions as the probes")
         deltas, chosen, sigma = build_deltas(probes, tun.head_wise[rows], heads=heads, alpha=alpha,
-                                             direction=direction, seed=seed)
+                                             direction=direction, seed=seed, tie_break=tie_break)
         doc = {"heads": [list(x) for x in chosen], "sigma": [float(s) for s in sigma], "alpha": float(alpha),
                "direction": direction, "seed": int(seed), "model_key": p_model,
                "layout": {"L": L, "H": H, "D": D}, "layers": sorted(deltas), "n_tuning_prompts": int(len(rows)),
-               "val_acc": [float(probes.val_acc[l, h]) for l, h in chosen], "source": "itictl"}
+               "val_acc": [float(probes.val_acc[l, h]) for l, h in chosen], "source": "itictl",
+               "sigma_from": sigma_from, "tie_break": tie_break}
         _write(ctx, deltas, doc)
         ctx.meta.update({"heads": len(chosen), "layers": len(deltas)})
 

@@ -67,6 +67,8 @@ class ArchSpec:
       the config attributes (discovered and mapped specs).
     tree_masks: the architecture takes packed rows (a custom 4D mask and position ids) as given;
       False for ALiBi models, which derive positions from a 2D mask.
+    fuse: `--fuse auto` compiles its decoder layers on a GPU (compute.fuse; set for the entries whose
+      compiled layers tests/compute/test_fuse.py compares with the unfused ones).
     """
 
     model_type: str
@@ -83,6 +85,7 @@ class ArchSpec:
     layout: HeadLayout | None = None
     hidden_n: int | None = None
     tree_masks: bool = True
+    fuse: bool = False
 
     @property
     def layers_path(self) -> str:
@@ -270,6 +273,13 @@ def tree_masks_ok(model: Any) -> bool:
     and mapped models run plain padded batches. Never raises (judge models use it too)."""
     spec = ARCHS.get(getattr(_config(model), "model_type", None))
     return spec is not None and spec.tree_masks and current_arch_map() is None
+
+
+def fuse_ok(model: Any) -> bool:
+    """True when `--fuse auto` may compile this model's decoder layers: a table entry with fuse and
+    no --arch-map in effect. Never raises."""
+    spec = ARCHS.get(getattr(_config(model), "model_type", None))
+    return spec is not None and spec.fuse and current_arch_map() is None
 
 
 def arch_record(model: Any) -> dict[str, Any]:

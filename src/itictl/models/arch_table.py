@@ -25,7 +25,10 @@ _LLAMA_FAMILY = (
     "cohere2", "stablelm", "starcoder2", "smollm3", "llama4_text", "helium", "glm", "glm4", "exaone4",
 )
 
-ARCHS: dict[str, ArchSpec] = {mt: ArchSpec(mt, **_LLAMA_LIKE) for mt in _LLAMA_FAMILY}
+# `--fuse auto` compiles the decoder layers of these on a GPU (tests/compute/test_fuse.py checks each)
+_FUSE_OK = ("llama", "mistral", "qwen2", "qwen3")
+
+ARCHS: dict[str, ArchSpec] = {mt: ArchSpec(mt, **_LLAMA_LIKE, fuse=mt in _FUSE_OK) for mt in _LLAMA_FAMILY}
 ARCHS.update({
     "gpt2": ArchSpec("gpt2", base="transformer", layers="h", o_proj="attn.c_proj", conv1d=True, **_GPT2_ATTRS),
     "gpt_bigcode": ArchSpec("gpt_bigcode", base="transformer", layers="h", o_proj="attn.c_proj", **_GPT2_ATTRS),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from itictl import hooks
 from itictl.errors import AuthError, BadInputError, NotFoundError, RemoteError
 from itictl.models.aliases import EMBEDDED_NAME, close_matches, lookup_alias
 from itictl.models.embedded import check_gguf_model, embedded_gguf_path
@@ -157,15 +158,16 @@ def folder_identity(store, folder: Path) -> dict[str, Any]:
     files = folder_files(folder)
     if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
         raise BadInputError(f"{folder} has no weight files (*.safetensors, *.bin)", "pass a complete model folder")
-    if store is not None:  # cached by path, size and mtime
-        return {"source": "folder", "digests": {p.name: store.file_digest(p) for p in files}}
-    from itictl.store.keys import sha256_file
+    from itictl.store.digests import sha256_files
 
-    return {"source": "folder", "digests": {p.name: sha256_file(p) for p in files}}
+    with hooks.timed("identity_hash"):  # cached by path, size, mtime and inode; files hashed in parallel
+        digests = store.file_digests(files) if store is not None else sha256_files(files)
+    return {"source": "folder", "digests": {p.name: d for p, d in zip(files, digests)}}
 
 
 def gguf_identity(store, path: Path) -> dict[str, Any]:
-    return {"source": "gguf", "sha256": store.file_digest(path)}
+    with hooks.timed("identity_hash"):
+        return {"source": "gguf", "sha256": store.file_digest(path)}
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from itictl import hooks
 from itictl.errors import BadInputError, NotFoundError, RemoteError, StoreError, UnsupportedError
 from itictl.models.devices import (  # noqa: F401
     DEVICE_MAPS,
@@ -234,7 +235,7 @@ def load_model(store, model_art, dtype: str = "auto", device: str = "auto", *,
             hit = _MEMO.get(memo_key)
         if hit is not None:
             return hit
-    with hf_quiet(quiet):
+    with hf_quiet(quiet), hooks.timed("model_load"):
         lm = _load(store, model_art, info, dt, dev, trust_remote_code, dmap)
     if not fresh:
         with _MEMO_LOCK:
@@ -271,11 +272,26 @@ def _source_args(store, model_art, info: dict[str, Any]) -> tuple[str, dict[str,
 
 
 
+def remember(store, model_art, lm: LoadedModel, dev: str) -> None:
+    """Put a model loaded without its artifact (models/preload.py: a folder loaded while its identity
+    was hashed) in the memo, under the key load_model(store, model_art, lm.dtype, dev) looks up."""
+    lm.art = model_art
+    with _MEMO_LOCK:
+        _MEMO.setdefault((str(Path(store.root).resolve()), model_art.key, lm.dtype, dev, map_memo_key(None), False), lm)
+
+
 def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remote_code: bool,
           dmap: str | dict[str, str] | None = None) -> LoadedModel:
+    where, kwargs = _source_args(store, model_art, info)
+    return from_pretrained(where, kwargs, info, dt, dev, trust_remote_code, dmap, art=model_art)
+
+
+def from_pretrained(where: str, kwargs: dict[str, Any], info: dict[str, Any], dt: str, dev: str,
+                    trust_remote_code: bool = False, dmap: str | dict[str, str] | None = None,
+                    art: Any = None) -> LoadedModel:
+    """Tokenizer and model from a folder or repo (`where`) in eval mode on `dev` (or `dmap`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    where, kwargs = _source_args(store, model_art, info)
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
     if dmap is not None:
         load_kwargs["device_map"] = dmap
@@ -308,7 +324,7 @@ def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remot
     layout = head_layout(model)
     placed = getattr(model, "hf_device_map", None)
     in_dev = input_device(model) if "device_map" in load_kwargs else dev
-    return LoadedModel(model=model, tokenizer=tok, art=model_art, device=in_dev, dtype=dt, layout=layout,
+    return LoadedModel(model=model, tokenizer=tok, art=art, device=in_dev, dtype=dt, layout=layout,
                        device_map={k: str(v) if not isinstance(v, int) else f"cuda:{v}" for k, v in placed.items()}
                        if placed else None)
 

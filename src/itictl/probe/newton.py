@@ -190,14 +190,13 @@ def _hessian(XT, sw, C: float, buf, M, sel):
     P, D, _ = XT.shape
     k, block, every = len(sel), buf.shape[0], len(sel) == P
     ws = sw if every else sw.index_select(0, sel)
+    rs = ws.sqrt()  # X^T S X = B B^T with B = X·sqrt(S): B is read from cache, X once
     xw = torch.empty(k, 1, D, dtype=torch.float32, device=XT.device)
-    for b0 in range(0, k, block):
-        part = sel[b0:b0 + block]
-        b1 = b0 + len(part)
-        Xb = XT[b0:b1] if every else XT.index_select(0, part)
-        B = buf[:len(part)]
-        torch.mul(Xb, ws[b0:b1, None, :], out=B)
-        torch.bmm(B, Xb.transpose(1, 2), out=M[b0:b1])
+    for b0, b1, src in _runs(sel, block, every or XT.device.type != "cpu"):
+        Xb = XT[src] if isinstance(src, slice) else XT.index_select(0, src)
+        B = buf[:b1 - b0]
+        torch.mul(Xb, rs[b0:b1, None, :], out=B)
+        torch.bmm(B, B.transpose(1, 2), out=M[b0:b1])
         torch.bmm(ws[b0:b1, None, :], Xb.transpose(1, 2), out=xw[b0:b1])
     xw = xw.squeeze(1).to(torch.float64)  # [k, D]: X^T sw
     Hs = torch.empty(k, D + 1, D + 1, dtype=torch.float64, device=XT.device)
@@ -207,6 +206,22 @@ def _hessian(XT, sw, C: float, buf, M, sel):
     Hs[:, D, :D] = C * xw
     Hs[:, D, D] = C * ws.sum(1, dtype=torch.float64)
     return Hs
+
+
+def _runs(sel, block: int, gather: bool):
+    """(b0, b1, source) per block of the problems sel[b0:b1]: on a CPU, runs of consecutive problems
+    as slices of the features (no copy); with gather, blocks of indices to index_select."""
+    if gather:
+        k = len(sel)
+        every = k == 0 or int(sel[-1]) - int(sel[0]) == k - 1
+        return [(b0, min(k, b0 + block), slice(int(sel[0]) + b0, int(sel[0]) + min(k, b0 + block)) if every
+                 else sel[b0:b0 + block]) for b0 in range(0, k, block)]
+    idx, out, start = sel.tolist(), [], 0
+    for i in range(1, len(idx) + 1):
+        if i == len(idx) or idx[i] != idx[i - 1] + 1 or i - start == block:
+            out.append((start, i, slice(idx[start], idx[i - 1] + 1)))
+            start = i
+    return out
 
 
 def _compact(XT, keep, block: int, overwrite: bool):

@@ -4,11 +4,13 @@ A `Staged` holds, per part (train, val, test), that part's prompt rows of every 
 tensor XT [P, D, n] (P = L·H heads; each head's features contiguous over the part's n samples, the
 layout the solver's bmm wants) on the solver's device, plus the part's labels. Made once per step:
 
-- `stage_h5` (the probe step, CPU): the HDF5's raw chunks are read in parallel and each chunk is
-  transposed, converted to float32 and written straight into its parts' tensors, so the data is
-  touched once and no intermediate copy of it is made;
-- `stage_h5` on a GPU: the stored dtype (float16 from a GPU extraction) is read, moved to the GPU
-  and laid out there (`stage`);
+- `stage_h5` on a CPU (the sklearn backend, or files whose chunks cannot be mapped; the torch
+  backend's probe step on a CPU skips staging: itictl.probe.blockwise): the HDF5's raw chunks are
+  mapped (itictl.probe.mapped) and each chunk is transposed, converted to float32 and written
+  straight into its parts' tensors (buffers with their pages populated at once);
+- `stage_h5` on a GPU, or inside itictl.extract.h5.keep_loaded() (an eval's folds share one read):
+  the stored dtype (float16 from a GPU extraction) is read, moved to the device and laid out there
+  (`stage`);
 - `stage` from head-wise activations [N, L, H, D] already in memory.
 
 The rows of a part are in ascending file order, so a chunk's rows of one part land in one contiguous
@@ -49,6 +51,8 @@ def stage(head_wise_NLHD, label_N: np.ndarray, rows: dict[str, np.ndarray], devi
     float dtype) as a Staged on `device` (default CPU)."""
     import torch
 
+    from itictl.probe.mapped import populated
+
     N, L, H, D = head_wise_NLHD.shape
     dev = torch.device(device) if device is not None else torch.device("cpu")
     src = torch.as_tensor(head_wise_NLHD).reshape(N, L * H, D)  # a numpy array is wrapped, not copied
@@ -58,7 +62,9 @@ def stage(head_wise_NLHD, label_N: np.ndarray, rows: dict[str, np.ndarray], devi
     parts = {}
     for k, r in rows.items():
         sel = src.index_select(0, torch.as_tensor(r, device=src.device)).to(dev)  # [n, P, D]
-        parts[k] = torch.empty(L * H, D, len(r), dtype=torch.float32, device=dev).copy_(sel.permute(1, 2, 0))
+        buf = torch.from_numpy(populated((L * H, D, len(r)))) if dev.type == "cpu" else \
+            torch.empty(L * H, D, len(r), dtype=torch.float32, device=dev)
+        parts[k] = buf.copy_(sel.permute(1, 2, 0))
     label = np.asarray(label_N)
     return Staged(parts, {k: label[r] for k, r in rows.items()}, L, H, D)
 
@@ -69,11 +75,12 @@ def stage_h5(acts, rows: dict[str, np.ndarray], device=None, threads: int | None
     'read' (on a CPU: read, conversion and layout at once; on a GPU: the stored dtype into memory)."""
     import torch
 
-    from itictl.extract.h5 import read_chunks
+    from itictl.extract.h5 import keeping
+    from itictl.probe.mapped import for_each_chunk, populated
 
     dev = torch.device(device) if device is not None else torch.device("cpu")
     L, H, D, N = acts.L, acts.H, acts.D, acts.n
-    if dev.type != "cpu":
+    if dev.type != "cpu" or keeping():  # inside keep_loaded(): from the file's one in-memory copy
         hw = acts.load_head_wise(threads).reshape(N, L, H, D)
         if laps is not None:
             laps.lap("read")
@@ -85,8 +92,8 @@ def stage_h5(acts, rows: dict[str, np.ndarray], device=None, threads: int | None
     for j, k in enumerate(names):
         part_of[rows[k]] = j
         col_of[rows[k]] = np.arange(len(rows[k]))
-    # numpy allocates: torch.empty's large CPU buffers first-touch ~4x slower on the hosts measured
-    parts = {k: torch.from_numpy(np.empty((L * H, D, len(r)), dtype=np.float32)) for k, r in rows.items()}
+    # pages faulted in at once (itictl.probe.mapped): first touches of fresh pages cost more than the solve
+    parts = {k: torch.from_numpy(populated((L * H, D, len(r)))) for k, r in rows.items()}
     dests = [parts[k].numpy().reshape(L, H * D, len(rows[k])) for k in names]
 
     def put(region, block) -> None:  # block [k, layers, H·D] -> each part's [layers, H·D, cols]
@@ -98,7 +105,7 @@ def stage_h5(acts, rows: dict[str, np.ndarray], device=None, threads: int | None
                 c0 = int(col_of[r0 + sel[0]])
                 dest[region[1], :, c0:c0 + len(sel)] = block[sel].transpose(1, 2, 0)
 
-    read_chunks(acts.head_wise, put, threads)
+    for_each_chunk(acts.head_wise, put, threads)
     if laps is not None:
         laps.lap("read")
     label = np.asarray(acts.label)

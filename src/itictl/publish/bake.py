@@ -2,7 +2,8 @@
 
 Owns `baked(model, deltas)` (a context manager that edits a loaded model in place and restores it),
 `bake_folder(model, tokenizer, deltas, dir)` (writes the HF folder) and `run_bake` (the store step,
-kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> intervention).
+kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> intervention; no ref:
+the all-questions intervention of the last eval, publish.final).
 
 Why it is exact: o_proj is linear, so o_proj(x + δ) = W_o·x + W_o·δ + b. Setting the bias to
 b + W_o·δ_l makes the unedited forward pass equal the live intervention with positions='all'.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from itictl.errors import BadInputError, NotFoundError, UnsupportedError
+from itictl.errors import BadInputError, UnsupportedError
 
 BAKE_STEP_VERSION = 1
 
@@ -168,27 +169,38 @@ def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) 
     return info
 
 
-def resolve_intervention(store, ref: str | None, out=None):
+def resolve_intervention(store, ref: str | None, out=None, *, heads: int | None = None, alpha: float | None = None):
     """The intervention a ref names (bake, export and push use this one rule): an intervention
-    itself, a baked model's, or an eval's (role `intervention`: the first setting's fold 0; a
-    warning names it when the eval used several); no ref: the intervention of the `last-eval` ref."""
-    if ref is None and "last-eval" not in store.refs():
-        raise NotFoundError("no REF given and there is no `last-eval` ref",
-                            "run `itictl eval` first or pass an intervention ref")
-    art = store.open("last-eval" if ref is None else ref)
+    itself, a baked model's, an eval's (role `intervention`: the first setting's fold 0; a
+    warning names it when the eval used several), or a tune's (the all-questions intervention of
+    its chosen setting, publish.final.for_tune). No ref: the all-questions intervention of the
+    newer of `last-tune` and `last-eval` (publish.final.last_final; for an eval, its chosen (or
+    only) setting, heads / alpha picking among several; they apply only without a ref)."""
+    if ref is None:
+        from itictl.publish.final import last_final
+
+        return last_final(store, out, heads=heads, alpha=alpha)[0]
+    if heads is not None or alpha is not None:
+        from itictl.errors import UsageError
+
+        raise UsageError("--heads/--alpha pick the last eval's setting; they do not apply to a REF",
+                         "drop REF to ship the last eval's all-questions intervention, or drop --heads/--alpha")
+    art = store.open(ref)
     if art.kind == "intervention":
         return art
     if art.kind == "baked-model":
         return store.get(art.parents["intervention"])
+    if art.kind == "tune":
+        from itictl.publish.final import for_tune
+
+        return for_tune(store, art, out=out)[0]
     if art.kind != "eval":
         raise BadInputError(f"{art.key[:12]} is a {art.kind} object, not an intervention",
-                            "pass an intervention, baked-model or eval ref (see `itictl store ls --kind intervention`)")
+                            "pass an intervention, baked-model, eval or tune ref (see `itictl store ls --kind intervention`)")
     found = [(role, store.get(k)) for role, k in sorted(art.parents.items())
              if store.has(k) and store.get(k).kind == "intervention"]
     if not found:
-        what = "the last eval" if ref is None else "eval"
-        err = NotFoundError if ref is None else BadInputError
-        raise err(f"{what} {art.key[:12]} has no intervention among its parents", "pass an intervention ref")
+        raise BadInputError(f"eval {art.key[:12]} has no intervention among its parents", "pass an intervention ref")
     chosen = next((a for role, a in found if role == "intervention"), found[0][1])
     distinct = len({a.key for _, a in found})
     if distinct > 1 and out is not None:
@@ -198,7 +210,8 @@ def resolve_intervention(store, ref: str | None, out=None):
 
 
 def intervention_of_last_eval(store, out=None):
-    """The intervention artifact of the `last-eval` ref (resolve_intervention with no ref)."""
+    """The all-questions intervention of the newer of `last-tune` and `last-eval` (resolve_intervention
+    with no ref)."""
     return resolve_intervention(store, None, out)
 
 
@@ -214,11 +227,14 @@ def _check_options(dtype: str, device: str, device_map, tag: str | None):
 
 
 def bake_ref(store, ref: str | None, out=None, *, dtype: str = "auto", device: str = "auto",
-             device_map: str | dict | None = None, tag: str | None = None):
-    """`itictl bake [REF]`: options checked, REF resolved (resolve_intervention; None: `last-eval`'s),
-    then run_bake. Returns (intervention, baked-model artifact, cached)."""
+             device_map: str | dict | None = None, tag: str | None = None, heads: int | None = None,
+             alpha: float | None = None):
+    """`itictl bake [REF]`: options checked, REF resolved (resolve_intervention; None: the
+    all-questions intervention of the newer of last-tune and last-eval, heads / alpha picking an
+    eval's setting), then run_bake.
+    Returns (intervention, baked-model artifact, cached)."""
     _check_options(dtype, device, device_map, tag)
-    inter = resolve_intervention(store, ref, out)
+    inter = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
     art, cached = run_bake(store, inter, out, dtype=dtype, device=device, device_map=device_map, tag=tag)
     return inter, art, cached
 

@@ -1,5 +1,6 @@
 """Exporting an intervention to small shareable files: safetensors δ vectors, a llama.cpp
-control-vector GGUF, and pyvene's save format (written by itictl.publish.pyvene_io).
+control-vector GGUF, pyvene's save format (written by itictl.publish.pyvene_io) and an
+lm-evaluation-harness steering file (written by itictl.publish.lm_eval_export).
 
 Owns `write_safetensors`, `write_control_vector`, `read_control_vector`, `run_export` and `export_ref` (the
 `itictl export` step; it writes into a user directory, not into the store). Imports go one way:
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 from itictl.errors import BadInputError, UnsupportedError
 from itictl.publish.bake import residual_shifts
 
-FORMATS = ("safetensors", "control-vector", "pyvene")
+FORMATS = ("safetensors", "control-vector", "pyvene", "lm-eval")
 
 
 def write_safetensors(deltas: Mapping[int, Any], info: dict[str, Any], folder: Path) -> list[str]:
@@ -92,14 +93,20 @@ def read_control_vector(path: Path) -> tuple[dict[str, Any], dict[int, Any]]:
     return meta, vecs
 
 
-def export_ref(store, ref: str, fmt: str, folder: Path, out=None, *, device: str = "auto") -> dict[str, Any]:
-    """`itictl export`: the format checked first, then the intervention REF names (an intervention,
-    a baked model's or an eval's: publish.bake.resolve_intervention), then run_export."""
+def export_ref(store, ref: str | None, fmt: str, folder: Path, out=None, *, device: str = "auto",
+               heads: int | None = None, alpha: float | None = None) -> dict[str, Any]:
+    """`itictl export`: the format and folder checked first, then the intervention REF names (an
+    intervention, a baked model's, an eval's or a tune's: publish.bake.resolve_intervention; None:
+    the all-questions intervention of the newer of last-tune and last-eval, heads / alpha picking an
+    eval's setting), then run_export."""
     from itictl.publish.bake import resolve_intervention
 
     if fmt not in FORMATS:
         raise BadInputError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
-    return run_export(store, resolve_intervention(store, ref, out), fmt, folder, out, device=device)
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise BadInputError(f"{folder} exists and is not a directory", "give a directory path")
+    inter = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
+    return run_export(store, inter, fmt, folder, out, device=device)
 
 
 def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, device: str = "auto") -> dict[str, Any]:
@@ -127,7 +134,8 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
     else:
         from itictl.models import load_model
 
-        lm = load_model(store, model_art, dtype="auto", device=device)  # W_o is cast to fp32 per layer
+        # W_o is cast to fp32 per layer; lm-eval's vector is W_o·δ_l of the checkpoint's exact weights
+        lm = load_model(store, model_art, dtype="float32" if fmt == "lm-eval" else "auto", device=device)
         if fmt == "control-vector":
             from itictl.models.arch import head_layout
 
@@ -141,6 +149,12 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
             files = [name]
             doc.update(res)
             doc["usage"] = f"llama-cli -m MODEL.gguf --control-vector {folder / name}"
+        elif fmt == "lm-eval":
+            from itictl.publish.lm_eval_export import write_lm_eval
+
+            res = write_lm_eval(store, intervention_art, model_art, lm.model, deltas, folder)
+            files = res.pop("files")
+            doc.update(res)
         else:
             from itictl.publish.pyvene_io import save_pyvene
 

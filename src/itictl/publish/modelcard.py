@@ -1,10 +1,12 @@
 """Lineage of an intervention and the README.md model card for baked models and exported interventions.
 
 Owns: walking an intervention's ancestry in the store (model, dataset, probes, activations),
-finding evals of an intervention, and rendering the card: YAML front matter (base_model, license,
-tags), the full lineage (model revision, dataset digest, heads, alpha, direction, seed, fold), the
-eval table when an eval of this intervention exists, how to load the result, and the statement that
-a baked model intervenes on prompt tokens too.
+finding the eval that measured an intervention (`measured_by`: an eval of it, or, for an
+all-questions intervention, the eval whose held-out folds measured the same setting), and rendering
+the card: YAML front matter (base_model, license, tags), the full lineage (model revision, dataset
+digest, heads, alpha, direction, seed, which questions the intervention saw), that eval's numbers
+with 95 % CIs and the change against α = 0, how to load the result, and the statement that a baked
+model intervenes on prompt tokens too.
 """
 
 from __future__ import annotations
@@ -83,7 +85,9 @@ def lineage(store, intervention_art) -> dict[str, Any]:
     model = model_of(store, intervention_art)
     info = intervention_info(intervention_art)
     probes = anc.get("probes")
-    acts = anc.get("activations")
+    acts = anc.get("activations")  # the probes' own (tqa_mc2), not the tuning set, when known
+    if probes is not None and store.has(probes.parents.get("activations", "")):
+        acts = store.get(probes.parents["activations"])
     dataset = anc.get("dataset")
     p = intervention_art.params
     heads = info.get("heads")
@@ -100,7 +104,14 @@ def lineage(store, intervention_art) -> dict[str, Any]:
         "seed": p.get("seed", info.get("seed")),
         "fold": probes.params.get("fold") if probes is not None else None,
         "folds": probes.params.get("folds") if probes is not None else None,
+        "questions": _questions_text(probes),
     }
+
+
+def _questions_text(probes) -> str | None:
+    from itictl.publish.final import questions_seen
+
+    return questions_seen(probes)["text"] if probes is not None and "probes.json" in probes.manifest.files else None
 
 
 def base_model_id(lin: dict[str, Any]) -> str | None:
@@ -136,6 +147,9 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
     lines = [*_front_matter(lin, base, what, license), "", f"# {name}", ""]
     lines += _intro(what, base)
     lines += _lineage_section(lin, base)
+    from itictl.publish.tune_card import tune_section
+
+    lines += tune_section(store, intervention_art)  # the tune that chose the setting, when there is one
     lines += _eval_section(store, intervention_art)
     lines += _loading_section(what, repo_id, notes)
     return "\n".join(lines) + "\n"
@@ -189,7 +203,8 @@ def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
         ("alpha", lin["alpha"]),
         ("direction", lin["direction"]),
         ("seed", lin["seed"]),
-        ("fold", None if lin["fold"] is None else f"{lin['fold']} of {lin['folds']}"),
+        ("questions the intervention saw", lin["questions"]),
+        ("fold", None if lin["fold"] in (None, "all") else f"{lin['fold']} of {lin['folds']}"),
         ("intervention key", lin["intervention"]),
     ]
     lines += [f"| {k} | {v} |" for k, v in rows if v is not None]
@@ -198,18 +213,81 @@ def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
     return lines
 
 
+def measured_by(store, intervention_art):
+    """The newest eval that measured this intervention: one with it among its parents, else (an
+    all-questions intervention) one whose folds measured the same setting on the same activations,
+    tuning activations, direction, seed and val_ratio. None when there is none."""
+    from itictl.probe.step import ALL_QUESTIONS
+    from itictl.publish.final import eval_settings
+
+    direct = evals_of(store, intervention_art.key)
+    if direct:
+        return direct[-1]
+    probes = ancestors(store, intervention_art).get("probes")
+    p = intervention_art.params
+    if probes is None or probes.params.get("fold") != ALL_QUESTIONS or "alpha" not in p:
+        return None
+    for ev in reversed(evals_of_chain(store, probes.parents.get("activations"), intervention_art.parents.get("tuning"))):
+        e = ev.params
+        if (e.get("direction", "com") == p.get("direction") and e.get("seed") == p.get("seed")
+                and float(e.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2))
+                and (int(p["heads"]), float(p["alpha"])) in eval_settings(ev)):
+            return ev
+    return None
+
+
+def evals_of_chain(store, acts_key: str | None, tuning_key: str | None) -> list:
+    """Eval artifacts built on these activations and tuning activations, newest last."""
+    return [a for a in store.ls(kind="eval") if acts_key and a.parents.get("activations") == acts_key
+            and a.parents.get("tuning") == tuning_key]
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else ""
+
+
+def _delta(d) -> str:
+    if not isinstance(d, dict) or d.get("delta") is None:
+        return ""
+    zero = "" if d.get("excludes_zero") else " (includes 0)"
+    return f"{d['delta']:+.4g} {_ci(d.get('ci95'))}{zero}".strip()
+
+
+def _setting_rows(doc: Any, heads, alpha) -> list[str] | None:
+    """Table rows (metric, mean, 95 % CI, change vs α = 0) of one setting of an eval.json."""
+    settings = doc.get("settings") if isinstance(doc, dict) else None
+    s = next((x for x in settings or () if isinstance(x, dict) and heads is not None and alpha is not None
+              and int(x.get("heads", -1)) == int(heads) and float(x.get("alpha", "nan")) == float(alpha)), None)
+    if s is None or not isinstance(s.get("mean"), dict):
+        return None
+    ci, dl = s.get("ci95") or {}, s.get("delta_vs_alpha0") or {}
+    return [f"| {m} | {v:.4g} | {_ci(ci.get(m))} | {_delta(dl.get(m))} |" for m, v in s["mean"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
 def _eval_section(store, intervention_art) -> list[str]:
-    """The metrics of the newest eval of this intervention; nothing when there is none."""
-    evals = evals_of(store, intervention_art.key)
-    if not evals:
+    """The numbers of the eval that measured this intervention (measured_by); nothing without one."""
+    ev = measured_by(store, intervention_art)
+    if ev is None:
         return []
-    ev = evals[-1]
     doc = ev.read_json("eval.json") if "eval.json" in ev.manifest.files else None
+    p = intervention_art.params
+    rows = _setting_rows(doc, p.get("heads"), p.get("alpha"))
+    refit = intervention_art.key not in ev.parents.values()
+    n, folds = (doc or {}).get("n_questions"), len((doc or {}).get("folds") or ()) or ev.params.get("folds")
+    how = (f"Measured on held-out folds by itictl eval `{ev.key}` (TruthfulQA, {n} questions, {folds}-fold cross-"
+           f"validation: each fold's intervention, with the same K, α and direction, was fitted on the other folds'"
+           f" questions and scored on its own fold; mean over folds).")
+    if refit:
+        how += (" The intervention shipped here was refitted on all questions afterwards, so it has no held-out"
+                " score of its own: these numbers estimate it.")
+    if rows:
+        return ["", "## Evaluation", "", how, "", "| metric | mean | 95 % CI | change vs α = 0 (95 % CI) |",
+                "|---|---|---|---|", *rows]
     rows_ev = _eval_rows(doc)
     if not rows_ev:
         return []
-    return ["", "## Evaluation", "", f"From itictl eval {ev.key[:12]} (TruthfulQA; mean over folds).", "",
-            "| metric | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in rows_ev)]
+    return ["", "## Evaluation", "", how, "", "| metric | value |", "|---|---|", *(f"| {k} | {v:.4g} |" for k, v in rows_ev)]
 
 
 def _loading_section(what: str, repo_id: str | None, notes: list[str] | tuple[str, ...]) -> list[str]:

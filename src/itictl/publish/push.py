@@ -1,6 +1,8 @@
 """Uploading baked models and exported interventions to the Hugging Face Hub.
 
-Owns: repo-name validation, token lookup (`--token` > HF_TOKEN > HUGGING_FACE_HUB_TOKEN; the token is
+Owns: repo-name validation, the default repo (`--repo` > $ITICTL_PUSH_REPO > ACCOUNT/<model>-iti, the
+account from `whoami`: `default_repo`), token lookup (`--token` > HF_TOKEN > HUGGING_FACE_HUB_TOKEN >
+huggingface_hub's stored login; the token is
 registered with itictl.secrets so it is redacted everywhere and never stored), the list of files a
 push sends (`push_target`: which artifact a REF means; `push_plan`), the whole step (`run_push`), the
 upload itself (`upload`: create the repo if needed, create the branch
@@ -35,12 +37,74 @@ def validate_repo_id(repo: str | None) -> str:
     return repo
 
 
+def _stored_token() -> str | None:
+    """huggingface_hub's stored login (`hf auth login`; the token file under HF_HOME), if any."""
+    try:
+        from huggingface_hub import get_token
+
+        return get_token()
+    except Exception:  # noqa: BLE001 - an unreadable login is no login
+        return None
+
+
 def resolve_token(flag: str | None) -> str:
-    for value in (flag, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+    for value in (flag, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN"), _stored_token()):
         if value:
             register_secret(value)
             return value
-    raise AuthError("no Hugging Face token", "set HF_TOKEN or pass --token (a write token from huggingface.co/settings/tokens)")
+    raise AuthError("no Hugging Face token", "set HF_TOKEN, pass --token or run `hf auth login` "
+                                             "(a write token from huggingface.co/settings/tokens)")
+
+
+PUSH_REPO_ENV = "ITICTL_PUSH_REPO"
+OWNER_PLACEHOLDER = "USER"  # the owner a --dry-run without a repo shows (it does not ask the Hub)
+
+
+def repo_suffix(kind: str) -> str:
+    return "-iti" if kind == "baked-model" else "-iti-vectors"
+
+
+def model_short_name(store, art) -> str:
+    """The base model's short name for a default repo name: the Hub id's last part (the embedded
+    model: SmolLM2-135M-Instruct), else the model's name; only Hub-safe characters."""
+    from itictl.publish.modelcard import model_of, model_summary
+
+    inter = store.get(art.parents["intervention"]) if art.kind == "baked-model" else art
+    m = model_summary(model_of(store, inter))
+    return hub_safe_name(next((m[k] for k in ("repo", "name", "model_type") if isinstance(m.get(k), str) and m[k]),
+                              "model"))
+
+
+def hub_safe_name(name: str) -> str:
+    """'org/Some Model..v2/' -> 'Some-Model-v2': the last path part, Hub-safe, at most 80 chars."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name.rstrip("/").split("/")[-1])
+    name = re.sub(r"[-.]{2,}", "-", name).strip("-._")[:80].strip("-._")
+    return name or "model"
+
+
+def hub_account(token: str) -> str:
+    """The user name the token belongs to (`whoami`); Hub failures map to itictl errors."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        name = HfApi(endpoint=endpoint(), token=token).whoami(token=token).get("name")
+    except (HfHubHTTPError, OfflineModeIsEnabled, ConnectionError, TimeoutError) as e:
+        raise _map_error(e, "your account (whoami)") from None
+    except Exception as e:
+        if not _is_transport_error(e):
+            raise
+        raise _map_error(e, "your account (whoami)") from None
+    if not isinstance(name, str) or not name:
+        raise RemoteError("the Hub did not say which account the token belongs to", "pass --repo OWNER/NAME")
+    return name
+
+
+def default_repo(store, art, token: str | None) -> str:
+    """ACCOUNT/<model short name>-iti (-iti-vectors for an intervention); the owner is
+    OWNER_PLACEHOLDER without a token (--dry-run)."""
+    owner = hub_account(token) if token else OWNER_PLACEHOLDER
+    return validate_repo_id(f"{owner}/{model_short_name(store, art)}{repo_suffix(art.kind)}")
 
 
 def endpoint() -> str:
@@ -99,19 +163,28 @@ def push_plan(store, art, repo_id: str, *, license: str | None = None) -> PushPl
 
 def run_push(store, ref: str | None, repo: str | None, *, token: str | None = None, private: bool = False,
              revision: str | None = None, dry_run: bool = False, license: str | None = None,
-             message: str | None = None, out=None) -> dict[str, Any]:
-    """`itictl push`: repo name and token checked first (the token is registered for redaction
-    before anything else), then the target (push_target), its plan, and the upload (or, with
-    dry_run, the file list and the card: no network). Returns the result document."""
+             message: str | None = None, out=None, heads: int | None = None,
+             alpha: float | None = None) -> dict[str, Any]:
+    """`itictl push`: repo name (--repo, else $ITICTL_PUSH_REPO) and token checked first (the token
+    is registered for redaction before anything else), then the target (push_target); with no repo
+    given, default_repo names it from the account (whoami) and the base model; then its plan and
+    the upload (or, with dry_run, the file list and the card: no network). Returns the result
+    document, with the repo's `url` and where the repo name came from (`repo_from`)."""
     if token:
         register_secret(token)
-    repo_id = validate_repo_id(repo)
+    env_repo = os.environ.get(PUSH_REPO_ENV) or None
+    source = "--repo" if repo else (PUSH_REPO_ENV if env_repo else "account")
+    given = repo or env_repo
+    repo_id = validate_repo_id(given) if given else None
     tok = None if dry_run else resolve_token(token)
-    art = push_target(store, ref, out)
+    art = push_target(store, ref, out, heads=heads, alpha=alpha)
+    if repo_id is None:
+        repo_id = default_repo(store, art, tok)
     plan = push_plan(store, art, repo_id, license=license)
     try:
-        doc: dict[str, Any] = {"artifact": art.key, "kind": art.kind, "repo": repo_id, "files": plan.names(),
-                               "dry_run": dry_run, "revision": revision or "main", "private": private}
+        doc: dict[str, Any] = {"artifact": art.key, "kind": art.kind, "repo": repo_id, "repo_from": source,
+                               "files": plan.names(), "dry_run": dry_run, "revision": revision or "main",
+                               "private": private, "url": f"{endpoint()}/{repo_id}"}
         if dry_run:
             doc["card"] = plan.card
         else:
@@ -124,33 +197,61 @@ def run_push(store, ref: str | None, repo: str | None, *, token: str | None = No
     return doc
 
 
-def push_target(store, ref: str | None, out=None):
+def push_target(store, ref: str | None, out=None, *, heads: int | None = None, alpha: float | None = None):
     """What `itictl push REF` sends: a baked model or an intervention as named; any other ref goes
-    through publish.bake.resolve_intervention (an eval: its intervention); no ref: default_push_ref."""
+    through publish.bake.resolve_intervention (an eval: its intervention), except a tune: the baked
+    model of its all-questions intervention (as with no ref); no ref: default_push_ref
+    (heads / alpha pick the last eval's setting; they apply only without a ref)."""
     if ref is None:
-        return default_push_ref(store, out)
+        return default_push_ref(store, out, heads=heads, alpha=alpha)
+    if heads is not None or alpha is not None:
+        from itictl.publish.bake import resolve_intervention
+
+        return resolve_intervention(store, ref, out, heads=heads, alpha=alpha)  # the one-line UsageError
     art = store.open(ref)
     if art.kind in ("baked-model", "intervention"):
         return art
+    if art.kind == "tune":  # as with no ref: the baked model of its all-questions intervention
+        from itictl.publish.final import for_tune
+
+        return _baked(store, for_tune(store, art, out=out)[0], f"tune {art.key[:12]}'s")
     from itictl.publish.bake import resolve_intervention
 
     return resolve_intervention(store, ref, out)
 
 
-def default_push_ref(store, out=None):
-    """The baked model of last-eval's intervention, else the newest baked model in the store."""
-    baked = store.ls(kind="baked-model")
-    if "last-eval" in store.refs():
-        from itictl.publish.bake import resolve_intervention
+def _baked(store, inter, whose: str):
+    """The newest baked model of intervention `inter`; NotFoundError when it is not baked."""
+    mine = [a for a in store.ls(kind="baked-model") if a.parents.get("intervention") == inter.key]
+    if mine:
+        return mine[-1]
+    raise NotFoundError(f"{whose} all-questions intervention {inter.key[:12]} is not baked",
+                        "run `itictl bake` first, or pass a REF (e.g. last-bake)")
 
+
+def default_push_ref(store, out=None, *, heads: int | None = None, alpha: float | None = None):
+    """After an eval or a tune: the baked model of the all-questions intervention of the newer of
+    last-tune and last-eval (publish.final.last_final, built or reused; heads / alpha pick the eval's
+    setting). With neither, or an eval without an intervention: the newest baked model in the store.
+    A tune that chose α = 0 is an error, not a fallback."""
+    from itictl.publish.final import last_final, newest_source
+
+    baked = store.ls(kind="baked-model")
+    source = newest_source(store)
+    if source is not None:
         try:
-            inter = resolve_intervention(store, None)
-        except NotFoundError:
+            inter = last_final(store, out, heads=heads, alpha=alpha)[0]
+        except NotFoundError:  # an α = 0 eval, or its model is gone
+            if source == "last-tune":
+                raise
             inter = None
         if inter is not None:
-            mine = [a for a in baked if a.parents.get("intervention") == inter.key]
-            if mine:
-                return mine[-1]
+            return _baked(store, inter, "the last eval's" if source == "last-eval" else "the last tune's")
+    if heads is not None or alpha is not None:
+        from itictl.errors import UsageError
+
+        raise UsageError("--heads/--alpha pick the last eval's setting, and there is no eval with an intervention",
+                         "run `itictl eval` first, or drop --heads/--alpha")
     if baked:
         return baked[-1]
     raise NotFoundError("nothing to push: no baked model in the store", "run `itictl bake` first or pass a ref")

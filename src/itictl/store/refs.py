@@ -2,8 +2,8 @@
 
 Owns the name rule (`check_ref_name`: letters, digits, '.', '_', '-'; never '/' or '..'; never
 something that looks like a key prefix, so a name cannot shadow a key), tagging (an atomic write
-of the ref file), untagging, listing, and reading one ref. The functions take the Store; Store.tag,
-Store.untag and Store.refs delegate here.
+of the ref file), untagging, listing, reading one ref, and when a ref was last tagged
+(`tagged_at`). The functions take the Store; Store.tag, Store.untag and Store.refs delegate here.
 """
 
 from __future__ import annotations
@@ -65,6 +65,15 @@ def list_refs(store: "Store") -> dict[str, str]:
             if p.is_file() and not p.is_symlink() and REF_RE.match(p.name):  # never read outside refs/
                 out[p.name] = p.read_text().strip()
     return out
+
+
+def tagged_at(store: "Store", name: str) -> int | None:
+    """When ref `name` was last tagged (ns since the epoch): its file's mtime — `tag` rewrites the
+    file atomically each time, so this is the time of the latest tag. None when there is no such ref."""
+    p = store.refs_dir / name
+    if not (REF_RE.match(name) and p.is_file() and not p.is_symlink()):
+        return None
+    return p.stat().st_mtime_ns
 
 
 def read_ref(store: "Store", name: str) -> str | None:

@@ -7,7 +7,7 @@ Layout under the root:
   refs/NAME           a human name; the file holds a key
   tmp/                work in progress (random dirs) and resumable work dirs (KEY.work)
   locks/              per-key lock files and the store-wide lease lock
-  cache/              digests of external files (GGUF, model folders) by path+size+mtime
+  cache/              digests of external files (GGUF, model folders) by path+size+mtime+inode
 
 The store is input-addressed and content-verified: a key is the hash of what an object is made
 from (kind, params, parent keys, versions), and its manifest records the sha256 of every payload
@@ -267,6 +267,10 @@ class Store:
     def file_digest(self, path: Path | str) -> str:
         """sha256 of an external file (a GGUF, a weight file), cached by path, size and mtime."""
         return digests.file_digest(self.cache, path)
+
+    def file_digests(self, paths) -> list[str]:
+        """sha256 of several external files (cached like file_digest; missing ones hashed concurrently)."""
+        return digests.file_digests(self.cache, paths)
 
     # ---- lineage, verify ----------------------------------------------------------------
     def lineage(self, key: str) -> dict[str, Any]:

@@ -1,0 +1,66 @@
+"""External-file digests (store/digests.py): reused while a file's path, size, mtime and inode stay,
+recomputed when any of them changes; several files at once (the parallel path) agree with hashlib."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+
+def test_digest_reused_while_unchanged_and_redone_on_size_mtime_or_inode(store, tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"a" * 1000)
+    st = f.stat()
+    d1 = store.file_digest(f)
+    assert d1 == hashlib.sha256(b"a" * 1000).hexdigest()
+    with open(f, "r+b") as fh:  # same size, same inode, mtime put back: the cache is (knowingly) trusted
+        fh.write(b"b")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.file_digest(f) == d1
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # mtime changed: hashed again
+    assert store.file_digest(f) == hashlib.sha256(b"b" + b"a" * 999).hexdigest()
+    st2 = f.stat()
+    g = tmp_path / "new"
+    g.write_bytes(b"c" * 1000)  # replaced by another file of equal size and mtime: a new inode
+    os.utime(g, ns=(st2.st_atime_ns, st2.st_mtime_ns))
+    os.replace(g, f)
+    assert store.file_digest(f) == hashlib.sha256(b"c" * 1000).hexdigest()
+    f.write_bytes(b"c" * 1001)  # size changed
+    assert store.file_digest(f) == hashlib.sha256(b"c" * 1001).hexdigest()
+
+
+def test_several_files_hashed_together_match_and_fill_the_cache(store, tmp_path):
+    from itictl.store.digests import sha256_files
+
+    files = []
+    for i in range(5):
+        p = tmp_path / f"shard-{i}.bin"
+        p.write_bytes(os.urandom(100_000 + i))
+        files.append(p)
+    want = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert sha256_files(files, threads=3) == want
+    assert store.file_digests(files[:2]) == want[:2]
+    assert store.file_digests(files) == want  # two from the cache, three hashed
+    with open(files[4], "r+b") as fh:  # rewritten in place, size and mtime put back: served from the cache
+        st = files[4].stat()
+        fh.write(b"\0" * 10)
+    os.utime(files[4], ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.file_digests(files)[4] == want[4]
+
+
+def test_model_folder_identity_reuses_and_invalidates_the_cache(store, tmp_path):
+    from itictl.models import resolve_model
+    from tests.models.tiny import tiny_folder
+
+    folder = tiny_folder(tmp_path / "m", seed=0)
+    a = resolve_model(str(folder), store).identity
+    w = folder / "model.safetensors"
+    st = w.stat()
+    data = bytearray(w.read_bytes())
+    data[-1] ^= 0x01
+    w.write_bytes(bytes(data))
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns))  # same path, size, mtime, inode: not re-hashed
+    assert resolve_model(str(folder), store).identity == a
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    b = resolve_model(str(folder), store).identity
+    assert b["digests"]["model.safetensors"] == hashlib.sha256(bytes(data)).hexdigest() != a["digests"]["model.safetensors"]
