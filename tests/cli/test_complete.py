@@ -266,3 +266,47 @@ def test_every_listed_option_has_a_completer():
             if names & COMPLETED and getattr(param, "_custom_shell_complete", None) is None:
                 missing.append(f"{' '.join(path)} {sorted(names & COMPLETED)}")
     assert missing == []
+
+
+def test_judge_specs_complete_the_spec_kinds_and_the_stores_judges(comp, tmp_path, monkeypatch):
+    """`--judge` / `--info-judge` (eval, tune): local, local:, hf:, openai:; after `local:` the refs and
+    key prefixes of the store's `judge` objects only."""
+    assert comp("itictl eval --judge ") == ["local", "local:", "hf:", "openai:"]
+    assert comp("itictl tune --info-judge o") == ["openai:"]
+    root = tmp_path / "judges"
+    store = Store(root)
+    store.ensure()
+    judge_key = compute_key("judge", {"kind": "truth"}, {})
+    d = store.object_dir(judge_key)
+    d.mkdir(parents=True)
+    (d / MANIFEST).write_text(json.dumps(seal({"key": judge_key, "kind": "judge", "params": {}, "parents": {},
+                                                    "files": {}, "meta": {}, "created": "2026-01-01T00:00:00Z"}),
+                                               indent=2, sort_keys=True))
+    store.tag("last-judge-truth", judge_key)
+    for kind in ("probes", "eval"):  # other kinds in the same store are not offered
+        other = compute_key(kind, {"k": kind}, {})
+        (store.object_dir(other)).mkdir(parents=True)
+        (store.object_dir(other) / MANIFEST).write_text(json.dumps(seal(
+            {"key": other, "kind": kind, "params": {}, "parents": {}, "files": {}, "meta": {},
+             "created": "2026-01-01T00:00:00Z"}), indent=2, sort_keys=True))
+    monkeypatch.setenv("ITICTL_HOME", str(root))
+    got = comp("itictl eval --info-judge local:")
+    assert sorted(got) == sorted(["local:last-judge-truth", f"local:{judge_key[:12]}"])
+    assert comp("itictl eval --judge local:last-j") == ["local:last-judge-truth"]
+    assert comp("itictl eval --judge local:zz") == []
+
+
+def test_ship_and_report_refs_include_tunes(tmp_path, monkeypatch, comp):
+    """bake/export/push and report accept a tune (its chosen setting), so they complete tune refs."""
+    root = tmp_path / "tunes"
+    store = Store(root)
+    store.ensure()
+    key = compute_key("tune", {"t": 1}, {})
+    d = store.object_dir(key)
+    d.mkdir(parents=True)
+    (d / MANIFEST).write_text(json.dumps(seal({"key": key, "kind": "tune", "params": {}, "parents": {}, "files": {},
+                                                "meta": {}, "created": "2026-01-01T00:00:00Z"}), indent=2, sort_keys=True))
+    store.tag("last-tune", key)
+    monkeypatch.setenv("ITICTL_HOME", str(root))
+    for cmd in ("bake", "export", "push", "report"):
+        assert comp(f"itictl {cmd} last-t") == ["last-tune"], cmd

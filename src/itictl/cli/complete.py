@@ -246,7 +246,20 @@ def ref_names(ctx: Any, incomplete: str) -> list[Candidate]:
     return [(n, k[:KEY_PREFIX]) for n, k in _refs(store_root_of(ctx)).items() if n.startswith(incomplete or "")]
 
 
+JUDGE_SPECS = {"local": "the last `itictl judge train` of this role", "local:": "a judge in the store: local:REF",
+               "hf:": "a Hugging Face judge model: hf:ID_OR_PATH[@REV]", "openai:": "an OpenAI judge: openai:MODEL"}
+
+
+@_safe
+def judge_specs(ctx: Any, incomplete: str) -> list[Candidate]:
+    """`--judge` / `--info-judge`: the spec kinds, and after `local:` the store's judges."""
+    inc = incomplete or ""
+    if inc.startswith("local:"):
+        return [("local:" + v, h) for v, h in store_candidates(store_root_of(ctx), ("judge",), inc[len("local:"):])]
+    return _matching(JUDGE_SPECS, inc, JUDGE_SPECS)
+
+
 any_ref = refs()  # store show/lineage/verify/rm/path/tag
-ship_ref = refs("intervention", "baked-model", "eval")  # bake, export (push: baked model first)
-push_ref = refs("baked-model", "intervention", "eval")
-eval_ref = refs("eval")  # report
+ship_ref = refs("intervention", "baked-model", "eval", "tune")  # bake, export (push: baked model first)
+push_ref = refs("baked-model", "intervention", "eval", "tune")
+eval_ref = refs("eval", "tune")  # report

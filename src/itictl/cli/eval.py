@@ -62,11 +62,13 @@ def eval_(
     metrics: Annotated[str, typer.Option(
         "--metrics", autocompletion=complete.metrics, help="Comma list of mc,judge,info,bleu,rouge,ce,kl.")] = "mc,ce,kl",
     judge: Annotated[Optional[str], typer.Option(
-        "--judge", help="Truth judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind truth`) "
-                        "or local:REF.")] = None,
+        "--judge", autocompletion=complete.judge_specs,
+        help="Truth judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind truth`) "
+             "or local:REF.")] = None,
     info_judge: Annotated[Optional[str], typer.Option(
-        "--info-judge", help="Info judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind "
-                             "info`) or local:REF.")] = None,
+        "--info-judge", autocompletion=complete.judge_specs,
+        help="Info judge: openai:MODEL, hf:ID_OR_PATH[@REV], local (the last `judge train --kind "
+             "info`) or local:REF.")] = None,
     openai_base_url: OpenAIBaseUrlOpt = None,
     limit_questions: Annotated[Optional[int], typer.Option("--limit-questions", help="Use the first N questions.")] = None,
     text: Annotated[Optional[str], typer.Option(

@@ -68,8 +68,10 @@ def tune(
     preset: Annotated[str, typer.Option("--preset", help="qa | null | chat | long | harm (TruthfulQA presets).")] = "qa",
     many_shot_prefix: Annotated[Optional[str], typer.Option(
         "--many-shot-prefix", metavar="FILE", help="Text prepended to every prompt.")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Truth judge (as in eval).")] = None,
-    info_judge: Annotated[Optional[str], typer.Option("--info-judge", help="Info judge (as in eval).")] = None,
+    judge: Annotated[Optional[str], typer.Option(
+        "--judge", autocompletion=complete.judge_specs, help="Truth judge (as in eval).")] = None,
+    info_judge: Annotated[Optional[str], typer.Option(
+        "--info-judge", autocompletion=complete.judge_specs, help="Info judge (as in eval).")] = None,
     openai_base_url: OpenAIBaseUrlOpt = None,
     limit_questions: Annotated[Optional[int], typer.Option("--limit-questions", help="Use the first N questions.")] = None,
     text: Annotated[Optional[str], typer.Option(
