@@ -31,8 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_model(path: Path, layers: int, small: bool, device: str, tokenizer: str | None = None) -> None:
-    """A Llama-2-7B-shaped (or, with small=True, tiny) random model folder with a real tokenizer."""
+def make_model(path: Path, layers: int, small: bool, device: str, tokenizer: str | None = None,
+               dims: tuple[int, int, int, int] | None = None) -> None:
+    """A Llama-2-7B-shaped (or, with small=True, tiny; with dims = (hidden, layers, heads, intermediate),
+    that shape) random model folder with a real tokenizer (benchmarks/eval_e2e.py uses it too)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -49,7 +51,11 @@ def make_model(path: Path, layers: int, small: bool, device: str, tokenizer: str
             tok = AutoTokenizer.from_pretrained(hf_folder(ensure_model(store, None)))
     path.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(path)
-    if small:
+    if dims is not None:
+        hidden, layers, heads, inter = dims
+        cfg = LlamaConfig(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=heads, num_hidden_layers=layers,
+                          intermediate_size=inter, vocab_size=len(tok), max_position_embeddings=4096, rms_norm_eps=1e-5)
+    elif small:
         cfg = LlamaConfig(hidden_size=256, num_attention_heads=8, num_key_value_heads=8, num_hidden_layers=layers,
                           intermediate_size=688, vocab_size=len(tok), max_position_embeddings=4096)
     else:

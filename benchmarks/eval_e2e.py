@@ -43,36 +43,12 @@ SHAPES = {  # hidden, layers, heads, intermediate
 
 
 def make_model(path: Path, shape: str, device: str, tokenizer: str | None) -> None:
-    """A random Llama model folder of `shape` (fp16 on a GPU, fp32 on the CPU) with a real tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """A random Llama model folder of `shape` (fp16 on a GPU, fp32 on the CPU) with a real tokenizer:
+    benchmarks/dp_extract.py's make_model with this script's shapes."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from dp_extract import make_model as build
 
-    if tokenizer:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-    else:
-        from itictl.models import ensure_model
-        from itictl.models.loading import hf_folder
-        from itictl.store import Store
-
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Store(Path(tmp) / "store")
-            store.ensure()
-            tok = AutoTokenizer.from_pretrained(hf_folder(ensure_model(store, None)))
-    hidden, layers, heads, inter = SHAPES[shape]
-    cfg = LlamaConfig(hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=heads, num_hidden_layers=layers,
-                      intermediate_size=inter, vocab_size=len(tok), max_position_embeddings=4096, rms_norm_eps=1e-5)
-    cfg.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(cfg).to(dtype)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.02)
-    path.mkdir(parents=True, exist_ok=True)
-    tok.save_pretrained(path)
-    model.save_pretrained(path, safe_serialization=True)
+    build(path, SHAPES[shape][1], False, device, tokenizer, dims=SHAPES[shape])
 
 
 def _env() -> dict[str, str]:

@@ -25,3 +25,24 @@ def pytest_terminal_summary(terminalreporter):
         for name, v in sorted(_DIFFS.items()):
             terminalreporter.write_line(f"{name}: {v:.3g}")
 
+
+
+@pytest.fixture(scope="session")
+def embedded_case(embedded, tqa_dir):
+    """The embedded model's oracle case, built once for both MC oracle suites: (model, tokenizer,
+    3 TruthfulQA questions, deltas, the same intervention in the reference's form) — 12 heads at
+    α = 15 with σ from real o_proj inputs of those questions' answers."""
+    from types import SimpleNamespace
+
+    from itictl.data.truthfulqa import load_truthfulqa
+    from tests.oracle import reference as ref
+    from tests.oracle.test_oracle_mc import _intervention
+
+    model, tok = embedded.model, embedded.tokenizer
+    qs = [load_truthfulqa(tqa_dir).questions[i] for i in (0, 6, 33)]
+    cfg = model.config
+    prompts = [f"Q: {q.question} A: {a}" for q in qs for a in q.correct_answers[:2] + q.incorrect_answers[:2]]
+    tuning = ref.collect_head_wise(model, tok, prompts)  # real o_proj inputs [N, L, H, D]
+    deltas, ivs = _intervention(cfg.num_hidden_layers, cfg.num_attention_heads, tuning.shape[-1], tuning,
+                                k=12, alpha=15.0)
+    return SimpleNamespace(model=model, tok=tok, qs=qs, deltas=deltas, ivs=ivs)

@@ -95,18 +95,11 @@ def test_mc_equals_oracle_on_tiny_llama(kind, packing, record_diff):
     assert moved > 1e-2  # the intervention does change the answer scores
 
 
-def test_mc_equals_oracle_on_embedded_model(embedded, tqa_dir, record_diff):
+def test_mc_equals_oracle_on_embedded_model(embedded_case, record_diff):
     import copy
 
-    from itictl.data.truthfulqa import load_truthfulqa
-
-    model, tok = embedded.model, embedded.tokenizer
-    qs = [load_truthfulqa(tqa_dir).questions[i] for i in (0, 6, 33)]
-    cfg = model.config
-    L, H = cfg.num_hidden_layers, cfg.num_attention_heads
-    prompts = [f"Q: {q.question} A: {a}" for q in qs for a in q.correct_answers[:2] + q.incorrect_answers[:2]]
-    tuning = ref.collect_head_wise(model, tok, prompts)  # real o_proj inputs [N, L, H, D]
-    deltas, ivs = _intervention(L, H, tuning.shape[-1], tuning, k=12, alpha=15.0)
+    c = embedded_case
+    model, tok, qs, deltas, ivs = c.model, c.tok, c.qs, c.deltas, c.ivs
     plain = _compare(model, tok, qs, deltas, ivs, 0.0, record_diff, "embedded fp32, α=0", tol=EMBEDDED_FP32_TOL)
     steered = _compare(model, tok, qs, deltas, ivs, 15.0, record_diff, "embedded fp32, α=15", tol=EMBEDDED_FP32_TOL)
     assert max(abs(a - b) for r, s in zip(plain, steered) for a, b in zip(r, s)) > 1e-2

@@ -65,16 +65,9 @@ def test_reference_naive_path_equals_oracle(record_diff):
         assert record_diff("reference MC, naive path (tiny bpe, α=8)", diff) < TOL
 
 
-def test_reference_mc_equals_oracle_on_embedded_model(embedded, tqa_dir, record_diff):
-    from itictl.data.truthfulqa import load_truthfulqa
-
-    model, tok = embedded.model, embedded.tokenizer
-    qs = [load_truthfulqa(tqa_dir).questions[i] for i in (0, 6, 33)]
-    cfg = model.config
-    L, H = cfg.num_hidden_layers, cfg.num_attention_heads
-    prompts = [f"Q: {q.question} A: {a}" for q in qs for a in q.correct_answers[:2] + q.incorrect_answers[:2]]
-    tuning = ref.collect_head_wise(model, tok, prompts)
-    deltas, ivs = _intervention(L, H, tuning.shape[-1], tuning, k=12, alpha=15.0)
+def test_reference_mc_equals_oracle_on_embedded_model(embedded_case, record_diff):
+    c = embedded_case
+    model, tok, qs, deltas, ivs = c.model, c.tok, c.qs, c.deltas, c.ivs
     plain, st = _compare(model, tok, qs, deltas, ivs, 0.0, record_diff, "embedded fp32, α=0", tol=EMBEDDED_FP32_TOL)
     assert st["fallback_rows"] == 0  # SmolLM2 splits "question" | "\nA: answer" cleanly: the packed path
     steered, _ = _compare(model, tok, qs, deltas, ivs, 15.0, record_diff, "embedded fp32, α=15", tol=EMBEDDED_FP32_TOL)

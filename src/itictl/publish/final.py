@@ -117,19 +117,23 @@ def _eval_inputs(store, eval_art, spec) -> tuple[Any, Any, Any]:
 def for_eval(store, eval_art, *, heads: int | None = None, alpha: float | None = None, out=None):
     """-> (intervention artifact, cached): the all-questions intervention of the eval's chosen (or
     only) setting, built or reused; says which on `out`."""
-    from itictl import pipeline
-
     if eval_art.kind != "eval":
         raise BadInputError(f"{eval_art.key[:12]} is a {eval_art.kind} object, not an eval", "pass an eval ref")
-    setting = eval_setting(eval_art, heads, alpha)
-    spec = eval_spec(eval_art)
-    model_art, acts, tuning = _eval_inputs(store, eval_art, spec)
+    return _final(store, eval_art, eval_setting(eval_art, heads, alpha), eval_spec(eval_art),
+                  f"measured on held-out folds by eval {eval_art.key[:12]}", out)
+
+
+def _final(store, source_art, setting, spec, provenance: str, out):
+    """The all-questions intervention of `setting` with `spec`'s chain options, reusing the source's
+    (eval's or tune's) model, activations and tuning activations when the store has them."""
+    from itictl import pipeline
+
+    model_art, acts, tuning = _eval_inputs(store, source_art, spec)
     chain = pipeline.final_intervention(store, spec, setting, model_art=model_art, acts=acts, tuning=tuning, out=out)
     if out is not None:
         seen = questions_seen(chain.probes)
         out.info(f"intervention {chain.intervention.key[:12]} ({'cached' if chain.cached else 'built'}): K={setting.heads}"
-                 f" α={setting.alpha:g} {setting.direction}, fitted on {seen['text']}; measured on held-out folds by "
-                 f"eval {eval_art.key[:12]}")
+                 f" α={setting.alpha:g} {setting.direction}, fitted on {seen['text']}; {provenance}")
     return chain.intervention, chain.cached
 
 
@@ -178,18 +182,8 @@ def for_tune(store, tune_art, *, out=None):
     """-> (intervention artifact, cached): the all-questions intervention of the tune's chosen setting
     (`itictl tune … && itictl bake`), built or reused with the tune's chain options and, when the
     store has them, its activations and tuning activations. α = 0 fails before anything is written."""
-    from itictl import pipeline
-
-    setting = tune_setting(tune_art)
-    spec = tune_spec(tune_art)
-    model_art, acts, tuning = _eval_inputs(store, tune_art, spec)
-    chain = pipeline.final_intervention(store, spec, setting, model_art=model_art, acts=acts, tuning=tuning, out=out)
-    if out is not None:
-        seen = questions_seen(chain.probes)
-        out.info(f"intervention {chain.intervention.key[:12]} ({'cached' if chain.cached else 'built'}): K={setting.heads}"
-                 f" α={setting.alpha:g} {setting.direction}, fitted on {seen['text']}; setting chosen by tune "
-                 f"{tune_art.key[:12]} (nested CV)")
-    return chain.intervention, chain.cached
+    return _final(store, tune_art, tune_setting(tune_art), tune_spec(tune_art),
+                  f"setting chosen by tune {tune_art.key[:12]} (nested CV)", out)
 
 
 SOURCES = ("last-tune", "last-eval")  # what bake / push / export use with no REF: the newer of these
