@@ -341,6 +341,18 @@ def test_run_extract_limit_rows_cache_and_reuse(session_store, embedded, tqa_dir
     again, cached = run_extract(session_store, None, "tqa_mc2", tqa_dir, limit=9,
                                 **{**kw, "batch_tokens": 64, "seed": 1})  # neither is part of the key
     assert cached and again.key == small.key and time.time() - t < 2.0
+    off, cached = run_extract(session_store, None, "tqa_mc2", tqa_dir, limit=9, **kw, fuse="off")
+    assert cached and off.key == small.key  # off is the default: no `fuse` in the key
+
+    from itictl.extract.step import _key_inputs
+
+    ks = dict(limit=9, layer_wise=False, dtype="float32", device="cpu", seed=5, store_dtype="auto", out=None, revision=None)
+    p_off, m, d = _key_inputs(session_store, None, "tqa_mc2", tqa_dir, **ks)
+    p_compile, _, _ = _key_inputs(session_store, None, "tqa_mc2", tqa_dir, **ks, fuse="compile")
+    assert "fuse" not in p_off and p_compile == {**p_off, "fuse": "compile"}  # compiled fp16 layers differ more than
+    parents = {"model": m.key, "dataset": d.key}  # the tolerance that keeps batch size and device out of the key
+    assert session_store.key_for("activations", p_off, parents, step_version=1) == small.key
+    assert session_store.key_for("activations", p_compile, parents, step_version=1) != small.key
 
 
 def test_cli_extract_json_and_errors(cli, tqa_dir, session_store, monkeypatch):

@@ -64,3 +64,48 @@ def test_model_folder_identity_reuses_and_invalidates_the_cache(store, tmp_path)
     os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     b = resolve_model(str(folder), store).identity
     assert b["digests"]["model.safetensors"] == hashlib.sha256(bytes(data)).hexdigest() != a["digests"]["model.safetensors"]
+
+
+def _blocks_reference(data: bytes, block: int) -> str:
+    """The block digest written out: sha256 over the blocks' raw sha256 digests, in order."""
+    parts = b"".join(hashlib.sha256(data[i:i + block]).digest() for i in range(0, len(data), block))
+    return "sha256-blocks64m:" + hashlib.sha256(parts).hexdigest()
+
+
+def test_large_files_get_the_block_digest_small_ones_plain_sha256(store, tmp_path, monkeypatch):
+    from itictl.store import digests
+
+    monkeypatch.setattr(digests, "BLOCK", 4096)
+    monkeypatch.setattr(digests, "BLOCKS_MIN", 10_000)
+    big, small = tmp_path / "big.safetensors", tmp_path / "config.json"
+    data = os.urandom(4096 * 3 + 1234)  # 3 full blocks and a short one
+    big.write_bytes(data)
+    small.write_bytes(b"x" * 9_999)
+    want_big = _blocks_reference(data, 4096)
+    assert want_big != "sha256-blocks64m:" + hashlib.sha256(data).hexdigest()
+    assert digests.block_digest(big, threads=1) == digests.block_digest(big, threads=4) == want_big
+    assert digests.sha256_files([small, big], threads=2) == [hashlib.sha256(b"x" * 9_999).hexdigest(), want_big]
+    assert store.file_digests([big, small])[0] == want_big
+    flipped = bytearray(data)
+    flipped[-1] ^= 1  # one bit of the short last block
+    big.write_bytes(bytes(flipped))
+    assert store.file_digest(big) == _blocks_reference(bytes(flipped), 4096) != want_big
+    big.write_bytes(data[:4096 * 3])  # exactly three blocks: no empty fourth block is hashed
+    assert digests.block_digest(big) == _blocks_reference(data[:4096 * 3], 4096)
+
+
+def test_folder_identity_of_a_large_weight_file_uses_the_block_digest(store, tmp_path, monkeypatch):
+    from itictl.models.identity import folder_identity
+    from itictl.store import digests
+    from tests.models.tiny import tiny_folder
+
+    folder = tiny_folder(tmp_path / "m", seed=0)
+    w = folder / "model.safetensors"
+    plain = folder_identity(store, folder)["digests"]["model.safetensors"]
+    assert plain == hashlib.sha256(w.read_bytes()).hexdigest()
+    monkeypatch.setattr(digests, "BLOCKS_MIN", 1)
+    monkeypatch.setattr(digests, "BLOCK", 1 << 16)
+    monkeypatch.setattr(digests, "CACHE_FILE", "digests-test.json")  # not the entry cached above
+    got = folder_identity(store, folder)["digests"]
+    assert got["model.safetensors"] == _blocks_reference(w.read_bytes(), 1 << 16)
+    assert got["config.json"].startswith("sha256-blocks64m:")  # every file from BLOCKS_MIN on

@@ -51,7 +51,7 @@ def extract(
         "--fuse", metavar="MODE",
         help="Fuse the decoder layers' elementwise work with torch.compile: off (default), auto (on a GPU for "
              "architectures checked with it), compile, max-autotune (slower to compile); compiling costs seconds "
-             "to minutes per process (docs/extract.md); falls back to off when it fails; not part of the key.")] = "off",
+             "to minutes per process (docs/extract.md); falls back to off when it fails; in the key unless off.")] = "off",
 ) -> None:
     from itictl.compute.fuse import check_fuse
     from itictl.data.prompts import check_format

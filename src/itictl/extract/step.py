@@ -3,10 +3,10 @@ open_activations (the reader probes/eval use).
 
 Key (what goes into params): format, limit, seed (only for tqa_gen_end_q, else null), dtype (the
 resolved compute dtype), layer_wise, store_dtype (resolved); parents: model and dataset keys.
-Deliberately NOT in the key: batch_tokens, device and fuse. Results do not depend on them beyond
-floating-point tolerance (batched == single-prompt, shared == unshared and fused == unfused are
-tested), so a rerun with another batch size, on another device of the same dtype or with(out)
-compiled layers reuses the artifact; the manifest's meta records the fuse mode that ran. The compute
+Deliberately NOT in the key: batch_tokens and device. Results do not depend on them beyond
+floating-point tolerance (batched == single-prompt and shared == unshared are tested), so a rerun
+with another batch size or on another device of the same dtype reuses the artifact. `fuse` is in the
+key when it is not `off` (see _key_inputs); the manifest's meta records the fuse mode that ran. The compute
 dtype is in the key because float16/bfloat16/float32 give meaningfully different activations.
 
 Payload `activations.h5`: head_wise [N, L, H·D], layer_wise [N, L+1, hidden] (optional), label,
@@ -71,7 +71,7 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
     def resolve():
         return _key_inputs(store, model_spec, fmt, data_dir, limit=limit, layer_wise=layer_wise, dtype=dtype,
                            device=device, seed=seed, store_dtype=store_dtype, out=out, revision=revision,
-                           device_map=device_map)
+                           device_map=device_map, fuse=fuse)
 
     if not dist.distributed:
         params, model_art, ds_art = resolve()
@@ -94,8 +94,12 @@ def _parents(model_art, ds_art) -> dict[str, str]:
 
 
 def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, device, seed, store_dtype, out,
-                revision, device_map=None):
-    """-> (params, model artifact, dataset artifact): everything the key depends on."""
+                revision, device_map=None, fuse: str = "off"):
+    """-> (params, model artifact, dataset artifact): everything the key depends on. A --fuse mode
+    other than off is in the key (as requested: auto, compile, max-autotune): compiled fp16 layers
+    differ from the eager ones by up to 0.106 on the 7B shape (docs/extract.md), more than the
+    tolerance that keeps batch size and device out of the key, so `--fuse off` always gets eager
+    activations. Runs without --fuse keep their keys."""
     from itictl.data import ensure_dataset
     from itictl.models import ensure_model
     from itictl.models.devices import compute_device, resolve_dtype
@@ -107,6 +111,8 @@ def _key_inputs(store, model_spec, fmt, data_dir, *, limit, layer_wise, dtype, d
 
     if current_arch_map() is not None:  # only when given, so keys of runs without one are unchanged
         params["arch_map"] = current_arch_map().as_dict()
+    if fuse != "off":
+        params["fuse"] = fuse
     from itictl.config import data_dir as resolve_data_dir
 
     ds_art = ensure_dataset(store, resolve_data_dir(data_dir))  # bad data fails before the model's conversion

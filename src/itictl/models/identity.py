@@ -3,7 +3,8 @@
 Cheap: no weights are loaded. Identities:
   hub      {source: hub, repo, commit}        commit resolved via the Hub API, or the local HF cache
                                               when HF_HUB_OFFLINE is set
-  folder   {source: folder, digests: {file: sha256}}   config, tokenizer and weight files
+  folder   {source: folder, digests: {file: digest}}   config, tokenizer and weight files (sha256;
+                                              from 1 GiB on the block digest, store/digests.py)
   gguf     {source: gguf, sha256}             the file digest (the embedded default too)
 The Hub is asked once, with a short timeout and no retries; when it cannot be reached the error is
 a one-line RemoteError that says to pass a local folder or fix the network.
@@ -150,7 +151,7 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def folder_identity(store, folder: Path) -> dict[str, Any]:
-    """Every file's sha256 (through the store's digest cache when a store is given)."""
+    """Every file's digest (store/digests.py content_digest; through the store's cache when given)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise BadInputError(f"{folder} has no config.json, so it is not a Hugging Face model folder",

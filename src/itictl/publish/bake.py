@@ -3,7 +3,8 @@
 Owns `baked(model, deltas)` (a context manager that edits a loaded model in place and restores it),
 `bake_folder(model, tokenizer, deltas, dir)` (writes the HF folder) and `run_bake` (the store step,
 kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> intervention; no ref:
-the all-questions intervention of the last eval, publish.final).
+the all-questions intervention of the last eval, publish.final) and `resolve_with_source` (also the
+eval or tune it was built from, which the model card cites).
 
 Why it is exact: o_proj is linear, so o_proj(x + δ) = W_o·x + W_o·δ + b. Setting the bias to
 b + W_o·δ_l makes the unedited forward pass equal the live intervention with positions='all'.
@@ -176,10 +177,18 @@ def resolve_intervention(store, ref: str | None, out=None, *, heads: int | None 
     its chosen setting, publish.final.for_tune). No ref: the all-questions intervention of the
     newer of `last-tune` and `last-eval` (publish.final.last_final; for an eval, its chosen (or
     only) setting, heads / alpha picking among several; they apply only without a ref)."""
+    return resolve_with_source(store, ref, out, heads=heads, alpha=alpha)[0]
+
+
+def resolve_with_source(store, ref: str | None, out=None, *, heads: int | None = None, alpha: float | None = None):
+    """resolve_intervention -> (intervention, source): source is the eval or tune the final
+    intervention was built from (no ref, or a tune ref), a baked model's recorded source, else None
+    (the model card then finds its eval itself: publish.modelcard.measured_by)."""
     if ref is None:
         from itictl.publish.final import last_final
 
-        return last_final(store, out, heads=heads, alpha=alpha)[0]
+        final = last_final(store, out, heads=heads, alpha=alpha)
+        return final.intervention, final.source
     if heads is not None or alpha is not None:
         from itictl.errors import UsageError
 
@@ -187,13 +196,14 @@ def resolve_intervention(store, ref: str | None, out=None, *, heads: int | None 
                          "drop REF to ship the last eval's all-questions intervention, or drop --heads/--alpha")
     art = store.open(ref)
     if art.kind == "intervention":
-        return art
+        return art, None
     if art.kind == "baked-model":
-        return store.get(art.parents["intervention"])
+        return store.get(art.parents["intervention"]), source_of(store, art)
     if art.kind == "tune":
         from itictl.publish.final import for_tune
 
-        return for_tune(store, art, out=out)[0]
+        final = for_tune(store, art, out=out)
+        return final.intervention, final.source
     if art.kind != "eval":
         raise BadInputError(f"{art.key[:12]} is a {art.kind} object, not an intervention",
                             "pass an intervention, baked-model, eval or tune ref (see `itictl store ls --kind intervention`)")
@@ -206,7 +216,14 @@ def resolve_intervention(store, ref: str | None, out=None, *, heads: int | None 
     if distinct > 1 and out is not None:
         out.warn(f"eval {art.key[:12]} used {distinct} interventions (one per fold and setting); using "
                  f"{chosen.key[:12]} — pass an intervention ref to choose another")
-    return chosen
+    return chosen, None
+
+
+def source_of(store, baked_art):
+    """The eval or tune a baked model's intervention was built from (its params' `source`), when
+    recorded and still in the store; else None."""
+    key = baked_art.params.get("source")
+    return store.get(key) if isinstance(key, str) and store.has(key) else None
 
 
 def intervention_of_last_eval(store, out=None):
@@ -234,15 +251,18 @@ def bake_ref(store, ref: str | None, out=None, *, dtype: str = "auto", device: s
     eval's setting), then run_bake.
     Returns (intervention, baked-model artifact, cached)."""
     _check_options(dtype, device, device_map, tag)
-    inter = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
-    art, cached = run_bake(store, inter, out, dtype=dtype, device=device, device_map=device_map, tag=tag)
+    inter, source = resolve_with_source(store, ref, out, heads=heads, alpha=alpha)
+    art, cached = run_bake(store, inter, out, dtype=dtype, device=device, device_map=device_map, tag=tag,
+                           source=source)
     return inter, art, cached
 
 
 def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: str = "auto",
-             device_map: str | dict | None = None, tag: str | None = None):
+             device_map: str | dict | None = None, tag: str | None = None, source=None):
     """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached) and tags
-    it `last-bake` (and `tag` when given).
+    it `last-bake` (and `tag` when given). `source`: the eval or tune the intervention was built
+    from; its card cites that one, and its key is in params (`source`: the card is part of the
+    artifact, so bakes of one intervention from two sources are two artifacts).
 
     device_map ('auto' | 'balanced' | 'sequential' | {module: device}) loads a model too large for
     one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
@@ -254,7 +274,7 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
         raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
                             "pass an intervention ref (see `itictl store ls --kind intervention`)")
     model_art = model_of(store, intervention_art)
-    params = {"dtype": dtype}
+    params = {"dtype": dtype, **({"source": source.key} if source is not None else {})}  # without: keys stay
     parents = {"intervention": intervention_art.key, "model": model_art.key}
 
     def build(ctx):
@@ -266,7 +286,7 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
             raise BadInputError(f"intervention {intervention_art.key[:12]} has no layers", "intervene on K >= 1 heads")
         lm = load_model(store, model_art, dtype=dtype, device=device, device_map=dmap, fresh=True)  # private copy
         info = bake_folder(lm.model, lm.tokenizer, deltas, ctx.out / "model")
-        card = render_card(store, intervention_art, what="baked-model", notes=info.notes())
+        card = render_card(store, intervention_art, what="baked-model", notes=info.notes(), source=source)
         (ctx.out / "README.md").write_text(card, encoding="utf-8")
         ctx.meta.update({"layers": info.layers, "enabled_flag": info.enabled_flag,
                          "zero_params": len(info.zero_params)})

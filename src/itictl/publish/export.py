@@ -99,18 +99,20 @@ def export_ref(store, ref: str | None, fmt: str, folder: Path, out=None, *, devi
     intervention, a baked model's, an eval's or a tune's: publish.bake.resolve_intervention; None:
     the all-questions intervention of the newer of last-tune and last-eval, heads / alpha picking an
     eval's setting), then run_export."""
-    from itictl.publish.bake import resolve_intervention
+    from itictl.publish.bake import resolve_with_source
 
     if fmt not in FORMATS:
         raise BadInputError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
     if Path(folder).exists() and not Path(folder).is_dir():
         raise BadInputError(f"{folder} exists and is not a directory", "give a directory path")
-    inter = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
-    return run_export(store, inter, fmt, folder, out, device=device)
+    inter, source = resolve_with_source(store, ref, out, heads=heads, alpha=alpha)
+    return run_export(store, inter, fmt, folder, out, device=device, source=source)
 
 
-def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, device: str = "auto") -> dict[str, Any]:
-    """Write one export format of an intervention into `folder`; returns a result dict."""
+def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, device: str = "auto",
+               source=None) -> dict[str, Any]:
+    """Write one export format of an intervention into `folder`; returns a result dict. `source`: the
+    eval or tune the intervention was built from, which the safetensors format's card cites."""
     from itictl.intervene.build import load_deltas
     from itictl.publish.modelcard import intervention_info, model_of, render_card
 
@@ -129,7 +131,8 @@ def run_export(store, intervention_art, fmt: str, folder: Path, out=None, *, dev
         info = {**intervention_info(intervention_art), "itictl_intervention_key": intervention_art.key,
                 "model_key": model_art.key}
         files = write_safetensors(deltas, info, folder)
-        (folder / "README.md").write_text(render_card(store, intervention_art, what="intervention"), encoding="utf-8")
+        card = render_card(store, intervention_art, what="intervention", source=source)
+        (folder / "README.md").write_text(card, encoding="utf-8")
         files.append("README.md")
     else:
         from itictl.models import load_model

@@ -18,7 +18,7 @@ its chain options `chain.spec`); with no REF, `last_final` uses whichever of `la
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from itictl.errors import BadInputError, NotFoundError, UsageError
 
@@ -115,7 +115,7 @@ def _eval_inputs(store, eval_art, spec) -> tuple[Any, Any, Any]:
 
 
 def for_eval(store, eval_art, *, heads: int | None = None, alpha: float | None = None, out=None):
-    """-> (intervention artifact, cached): the all-questions intervention of the eval's chosen (or
+    """-> Final(intervention, cached, source=the eval): the all-questions intervention of the eval's chosen (or
     only) setting, built or reused; says which on `out`."""
     if eval_art.kind != "eval":
         raise BadInputError(f"{eval_art.key[:12]} is a {eval_art.kind} object, not an eval", "pass an eval ref")
@@ -123,7 +123,16 @@ def for_eval(store, eval_art, *, heads: int | None = None, alpha: float | None =
                   f"measured on held-out folds by eval {eval_art.key[:12]}", out)
 
 
-def _final(store, source_art, setting, spec, provenance: str, out):
+class Final(NamedTuple):
+    """A final intervention and where it came from: `source` is the eval or tune it was built from
+    (the model card cites exactly that one; publish.modelcard.render_card)."""
+
+    intervention: Any
+    cached: bool
+    source: Any
+
+
+def _final(store, source_art, setting, spec, provenance: str, out) -> Final:
     """The all-questions intervention of `setting` with `spec`'s chain options, reusing the source's
     (eval's or tune's) model, activations and tuning activations when the store has them."""
     from itictl import pipeline
@@ -134,11 +143,11 @@ def _final(store, source_art, setting, spec, provenance: str, out):
         seen = questions_seen(chain.probes)
         out.info(f"intervention {chain.intervention.key[:12]} ({'cached' if chain.cached else 'built'}): K={setting.heads}"
                  f" α={setting.alpha:g} {setting.direction}, fitted on {seen['text']}; {provenance}")
-    return chain.intervention, chain.cached
+    return Final(chain.intervention, chain.cached, source_art)
 
 
 def last_eval_final(store, out=None, *, heads: int | None = None, alpha: float | None = None):
-    """for_eval of the `last-eval` ref -> (intervention, cached)."""
+    """for_eval of the `last-eval` ref -> Final(intervention, cached, source)."""
     if "last-eval" not in store.refs():
         raise NotFoundError("no REF given and there is no `last-eval` ref",
                             "run `itictl eval` first or pass an intervention ref")
@@ -179,7 +188,7 @@ def tune_spec(tune_art):
 
 
 def for_tune(store, tune_art, *, out=None):
-    """-> (intervention artifact, cached): the all-questions intervention of the tune's chosen setting
+    """-> Final(intervention, cached, source=the tune): the all-questions intervention of the tune's chosen setting
     (`itictl tune … && itictl bake`), built or reused with the tune's chain options and, when the
     store has them, its activations and tuning activations. α = 0 fails before anything is written."""
     return _final(store, tune_art, tune_setting(tune_art), tune_spec(tune_art),
@@ -201,7 +210,7 @@ def newest_source(store) -> str | None:
 
 def last_final(store, out=None, *, heads: int | None = None, alpha: float | None = None):
     """No REF: for_tune of `last-tune` or for_eval of `last-eval`, whichever is newer (newest_source);
-    says which on `out`. --heads/--alpha with a tune source is a UsageError. -> (intervention, cached)."""
+    says which on `out`. --heads/--alpha with a tune source is a UsageError. -> Final(intervention, cached, source)."""
     name = newest_source(store)
     if name is None:
         raise NotFoundError("no REF given and there is no `last-eval` or `last-tune` ref",

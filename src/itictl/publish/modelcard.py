@@ -1,8 +1,9 @@
 """Lineage of an intervention and the README.md model card for baked models and exported interventions.
 
 Owns: walking an intervention's ancestry in the store (model, dataset, probes, activations),
-finding the eval that measured an intervention (`measured_by`: an eval of it, or, for an
-all-questions intervention, the eval whose held-out folds measured the same setting), and rendering
+finding the eval that measured an intervention (the eval a bake came from when the caller knows it;
+else `measured_by`: an eval of it, or, for an all-questions intervention, the newest eval whose
+held-out folds measured the same setting with the same intervention-shaping protocol switches), and rendering
 the card: YAML front matter (base_model, license, tags), the full lineage (model revision, dataset
 digest, heads, alpha, direction, seed, which questions the intervention saw), that eval's numbers
 with 95 % CIs and the change against α = 0, how to load the result, and the statement that a baked
@@ -75,7 +76,7 @@ def intervention_info(intervention_art) -> dict[str, Any]:
 
 
 def evals_of(store, intervention_key: str) -> list:
-    """Eval artifacts whose parents include this intervention, newest last."""
+    """Eval artifacts whose parents include this intervention."""
     return [a for a in store.ls(kind="eval") if intervention_key in a.parents.values()]
 
 
@@ -138,9 +139,11 @@ def _eval_rows(doc: Any) -> list[tuple[str, Any]]:
 
 
 def render_card(store, intervention_art, *, what: str = "baked-model", license: str | None = None,
-                repo_id: str | None = None, notes: list[str] | tuple[str, ...] = ()) -> str:
+                repo_id: str | None = None, notes: list[str] | tuple[str, ...] = (), source=None) -> str:
     """The README.md for a baked model (`what='baked-model'`) or an exported intervention.
-    `notes` are extra paragraphs for the loading section (e.g. how the bake enabled a bias)."""
+    `notes` are extra paragraphs for the loading section (e.g. how the bake enabled a bias).
+    `source`: the eval or tune the intervention was built from (publish.final): the card cites
+    exactly that one; None: measured_by / tuned_by find one."""
     lin = lineage(store, intervention_art)
     base = base_model_id(lin)
     name = repo_id or ("ITI-baked " + (base or "model"))
@@ -149,8 +152,10 @@ def render_card(store, intervention_art, *, what: str = "baked-model", license: 
     lines += _lineage_section(lin, base)
     from itictl.publish.tune_card import tune_section
 
-    lines += tune_section(store, intervention_art)  # the tune that chose the setting, when there is one
-    lines += _eval_section(store, intervention_art)
+    kind = getattr(source, "kind", None)
+    if kind != "eval":  # a setting shipped from an eval was not chosen by a tune
+        lines += tune_section(store, intervention_art, source if kind == "tune" else None)
+    lines += _eval_section(store, intervention_art, source if kind == "eval" else None)
     lines += _loading_section(what, repo_id, notes)
     return "\n".join(lines) + "\n"
 
@@ -214,30 +219,68 @@ def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
 
 
 def measured_by(store, intervention_art):
-    """The newest eval that measured this intervention: one with it among its parents, else (an
-    all-questions intervention) one whose folds measured the same setting on the same activations,
-    tuning activations, direction, seed and val_ratio. None when there is none."""
+    """The newest eval (by manifest creation time) that measured this intervention: one with it among
+    its parents, else (an all-questions intervention given by REF) one whose folds measured the same
+    setting on the same activations, tuning activations, direction, seed and val_ratio, with the
+    protocol switches that shape the intervention (shaping_switches). None when there is none."""
     from itictl.probe.step import ALL_QUESTIONS
     from itictl.publish.final import eval_settings
 
     direct = evals_of(store, intervention_art.key)
     if direct:
-        return direct[-1]
+        return newest(direct)
     probes = ancestors(store, intervention_art).get("probes")
     p = intervention_art.params
     if probes is None or probes.params.get("fold") != ALL_QUESTIONS or "alpha" not in p:
         return None
-    for ev in reversed(evals_of_chain(store, probes.parents.get("activations"), intervention_art.parents.get("tuning"))):
-        e = ev.params
-        if (e.get("direction", "com") == p.get("direction") and e.get("seed") == p.get("seed")
-                and float(e.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2))
-                and (int(p["heads"]), float(p["alpha"])) in eval_settings(ev)):
-            return ev
-    return None
+    mine = intervention_switches(intervention_art, probes)
+    matches = [ev for ev in evals_of_chain(store, probes.parents.get("activations"), intervention_art.parents.get("tuning"))
+               if ev.params.get("direction", "com") == p.get("direction") and ev.params.get("seed") == p.get("seed")
+               and float(ev.params.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2))
+               and shaping_switches(ev.params) == mine and (int(p["heads"]), float(p["alpha"])) in eval_settings(ev)]
+    return newest(matches) if matches else None
+
+
+# Protocol switches (itictl.protocol) that change an all-questions intervention: the probes' backend,
+# σ's questions and the top-K tie rule. split and val_draw only shape the folds (an all-questions fit
+# has none: probe.step.split_all), mc_positions only how MC is scored.
+SHAPING = ("backend", "sigma_from", "tie_break")
+
+
+def shaping_switches(params: dict[str, Any]) -> dict[str, str]:
+    """The SHAPING switches an eval's (or a tune's chain spec's) params stand for: explicit values,
+    else the params' protocol's (keys hold a switch only when it is not itictl's)."""
+    from itictl.protocol import resolve
+
+    protocol = params.get("protocol") or "itictl"
+    sw = resolve(protocol, check=False, **{k: params.get(k) for k in SHAPING})
+    return {k: getattr(sw, k) for k in SHAPING}
+
+
+def intervention_switches(intervention_art, probes) -> dict[str, str]:
+    """The SHAPING switches an intervention was built with: its probes' backend, its sigma_from and
+    tie_break (in params only when not itictl's)."""
+    from itictl.protocol import SWITCHES
+
+    p = intervention_art.params
+    return {"backend": probes.params.get("backend", SWITCHES["backend"][0]),
+            "sigma_from": p.get("sigma_from", SWITCHES["sigma_from"][0]),
+            "tie_break": p.get("tie_break", SWITCHES["tie_break"][0])}
+
+
+def newest(arts: list):
+    """The artifact created last (manifest `created`, whole seconds; a tie goes to the later-written object)."""
+    def when(a):
+        try:
+            return a.manifest.doc.get("created") or "", a.path.stat().st_mtime_ns
+        except OSError:
+            return a.manifest.doc.get("created") or "", 0
+
+    return max(arts, key=when)
 
 
 def evals_of_chain(store, acts_key: str | None, tuning_key: str | None) -> list:
-    """Eval artifacts built on these activations and tuning activations, newest last."""
+    """Eval artifacts built on these activations and tuning activations."""
     return [a for a in store.ls(kind="eval") if acts_key and a.parents.get("activations") == acts_key
             and a.parents.get("tuning") == tuning_key]
 
@@ -265,9 +308,10 @@ def _setting_rows(doc: Any, heads, alpha) -> list[str] | None:
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def _eval_section(store, intervention_art) -> list[str]:
-    """The numbers of the eval that measured this intervention (measured_by); nothing without one."""
-    ev = measured_by(store, intervention_art)
+def _eval_section(store, intervention_art, ev=None) -> list[str]:
+    """The numbers of eval `ev` (the bake's source), else of the eval that measured this
+    intervention (measured_by); nothing without one."""
+    ev = ev if ev is not None else measured_by(store, intervention_art)
     if ev is None:
         return []
     doc = ev.read_json("eval.json") if "eval.json" in ev.manifest.files else None

@@ -130,11 +130,16 @@ class PushPlan:
             self._tmp = None
 
 
-def push_plan(store, art, repo_id: str, *, license: str | None = None) -> PushPlan:
-    """The files and card for pushing a baked model or an intervention (exported as safetensors)."""
+def push_plan(store, art, repo_id: str, *, license: str | None = None, source=None) -> PushPlan:
+    """The files and card for pushing a baked model or an intervention (exported as safetensors).
+    `source`: the eval or tune the intervention was built from, which the card cites (a baked
+    model: default its recorded source, publish.bake.source_of)."""
     from itictl.publish.modelcard import render_card
 
     if art.kind == "baked-model":
+        from itictl.publish.bake import source_of
+
+        source = source if source is not None else source_of(store, art)
         inter = store.get(art.parents["intervention"])
         # From the manifest, each file digest-checked (size-checked above 64 MiB) before it is sent.
         files = {name[len("model/"):]: art.file(name) for name in sorted(art.manifest.files)
@@ -145,7 +150,8 @@ def push_plan(store, art, repo_id: str, *, license: str | None = None) -> PushPl
 
             notes = BakeInfo(layers=art.meta.get("layers", []), enabled_flag=art.meta["enabled_flag"],
                              zero_params=[""] * int(art.meta.get("zero_params", 0))).notes()
-        card = render_card(store, inter, what="baked-model", license=license, repo_id=repo_id, notes=notes)
+        card = render_card(store, inter, what="baked-model", license=license, repo_id=repo_id, notes=notes,
+                           source=source)
         return PushPlan("baked-model", art.key, files, card)
     if art.kind == "intervention":
         from itictl.intervene.build import load_deltas
@@ -155,7 +161,7 @@ def push_plan(store, art, repo_id: str, *, license: str | None = None) -> PushPl
         tmp = Path(tempfile.mkdtemp(prefix="itictl-push-"))
         info = {**intervention_info(art), "itictl_intervention_key": art.key, "model_key": model_of(store, art).key}
         names = write_safetensors(load_deltas(art), info, tmp)
-        card = render_card(store, art, what="intervention", license=license, repo_id=repo_id)
+        card = render_card(store, art, what="intervention", license=license, repo_id=repo_id, source=source)
         return PushPlan("intervention", art.key, {n: tmp / n for n in names}, card, _tmp=tmp)
     raise BadInputError(f"{art.key[:12]} is a {art.kind} object; push sends baked models and interventions",
                         "pass a baked-model ref (`itictl bake`) or an intervention ref")
@@ -177,10 +183,10 @@ def run_push(store, ref: str | None, repo: str | None, *, token: str | None = No
     given = repo or env_repo
     repo_id = validate_repo_id(given) if given else None
     tok = None if dry_run else resolve_token(token)
-    art = push_target(store, ref, out, heads=heads, alpha=alpha)
+    art, origin = push_target_with_source(store, ref, out, heads=heads, alpha=alpha)
     if repo_id is None:
         repo_id = default_repo(store, art, tok)
-    plan = push_plan(store, art, repo_id, license=license)
+    plan = push_plan(store, art, repo_id, license=license, source=origin)
     try:
         doc: dict[str, Any] = {"artifact": art.key, "kind": art.kind, "repo": repo_id, "repo_from": source,
                                "files": plan.names(), "dry_run": dry_run, "revision": revision or "main",
@@ -202,29 +208,37 @@ def push_target(store, ref: str | None, out=None, *, heads: int | None = None, a
     through publish.bake.resolve_intervention (an eval: its intervention), except a tune: the baked
     model of its all-questions intervention (as with no ref); no ref: default_push_ref
     (heads / alpha pick the last eval's setting; they apply only without a ref)."""
-    if ref is None:
-        return default_push_ref(store, out, heads=heads, alpha=alpha)
-    if heads is not None or alpha is not None:
-        from itictl.publish.bake import resolve_intervention
+    return push_target_with_source(store, ref, out, heads=heads, alpha=alpha)[0]
 
-        return resolve_intervention(store, ref, out, heads=heads, alpha=alpha)  # the one-line UsageError
+
+def push_target_with_source(store, ref: str | None, out=None, *, heads: int | None = None,
+                            alpha: float | None = None):
+    """push_target -> (artifact, source): source is the eval or tune its intervention was built from
+    when known (publish.bake.resolve_with_source), which the card cites; else None."""
+    from itictl.publish.bake import resolve_with_source, source_of
+
+    if ref is None:
+        return _default_push(store, out, heads=heads, alpha=alpha)
+    if heads is not None or alpha is not None:
+        return resolve_with_source(store, ref, out, heads=heads, alpha=alpha)  # the one-line UsageError
     art = store.open(ref)
     if art.kind in ("baked-model", "intervention"):
-        return art
+        return art, (source_of(store, art) if art.kind == "baked-model" else None)
     if art.kind == "tune":  # as with no ref: the baked model of its all-questions intervention
         from itictl.publish.final import for_tune
 
-        return _baked(store, for_tune(store, art, out=out)[0], f"tune {art.key[:12]}'s")
-    from itictl.publish.bake import resolve_intervention
+        final = for_tune(store, art, out=out)
+        return _baked(store, final.intervention, f"tune {art.key[:12]}'s", final.source), final.source
+    return resolve_with_source(store, ref, out)
 
-    return resolve_intervention(store, ref, out)
 
-
-def _baked(store, inter, whose: str):
-    """The newest baked model of intervention `inter`; NotFoundError when it is not baked."""
+def _baked(store, inter, whose: str, source=None):
+    """The newest baked model of intervention `inter` (one baked from `source` first: same weights,
+    and its stored card cites that source); NotFoundError when it is not baked."""
     mine = [a for a in store.ls(kind="baked-model") if a.parents.get("intervention") == inter.key]
+    same = [a for a in mine if source is not None and a.params.get("source") == source.key]
     if mine:
-        return mine[-1]
+        return (same or mine)[-1]
     raise NotFoundError(f"{whose} all-questions intervention {inter.key[:12]} is not baked",
                         "run `itictl bake` first, or pass a REF (e.g. last-bake)")
 
@@ -234,26 +248,33 @@ def default_push_ref(store, out=None, *, heads: int | None = None, alpha: float 
     last-tune and last-eval (publish.final.last_final, built or reused; heads / alpha pick the eval's
     setting). With neither, or an eval without an intervention: the newest baked model in the store.
     A tune that chose α = 0 is an error, not a fallback."""
+    return _default_push(store, out, heads=heads, alpha=alpha)[0]
+
+
+def _default_push(store, out=None, *, heads: int | None = None, alpha: float | None = None):
+    """default_push_ref -> (baked model, the eval or tune its intervention came from, or None)."""
+    from itictl.publish.bake import source_of
     from itictl.publish.final import last_final, newest_source
 
     baked = store.ls(kind="baked-model")
-    source = newest_source(store)
-    if source is not None:
+    name = newest_source(store)
+    if name is not None:
         try:
-            inter = last_final(store, out, heads=heads, alpha=alpha)[0]
+            final = last_final(store, out, heads=heads, alpha=alpha)
         except NotFoundError:  # an α = 0 eval, or its model is gone
-            if source == "last-tune":
+            if name == "last-tune":
                 raise
-            inter = None
-        if inter is not None:
-            return _baked(store, inter, "the last eval's" if source == "last-eval" else "the last tune's")
+            final = None
+        if final is not None:
+            whose = "the last eval's" if name == "last-eval" else "the last tune's"
+            return _baked(store, final.intervention, whose, final.source), final.source
     if heads is not None or alpha is not None:
         from itictl.errors import UsageError
 
         raise UsageError("--heads/--alpha pick the last eval's setting, and there is no eval with an intervention",
                          "run `itictl eval` first, or drop --heads/--alpha")
     if baked:
-        return baked[-1]
+        return baked[-1], source_of(store, baked[-1])
     raise NotFoundError("nothing to push: no baked model in the store", "run `itictl bake` first or pass a ref")
 
 

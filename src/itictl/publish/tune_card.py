@@ -1,8 +1,9 @@
 """The model card's tuning section: which `itictl tune` chose the setting of an all-questions
 intervention, and that tune's outer-fold (nested CV) test scores with 95 % CIs.
 
-Owns `tuned_by` (the newest tune whose chosen setting, activations, tuning activations, seed and
-val_ratio are those of the intervention: the one `itictl tune … && itictl bake` baked) and
+Owns `tuned_by` (the newest tune whose chosen setting, activations, tuning activations, seed,
+val_ratio and intervention-shaping protocol switches are those of the intervention, when the bake
+did not say which tune it came from) and
 `tune_section` (the Markdown lines publish.modelcard.render_card adds).
 """
 
@@ -22,6 +23,8 @@ def _doc(tune_art) -> dict[str, Any] | None:
 
 
 def _matches(doc: dict[str, Any], intervention_art, probes) -> bool:
+    from itictl.publish.modelcard import intervention_switches, shaping_switches
+
     c, chain, p = doc["chosen"], doc.get("chain") or {}, intervention_art.params
     spec = chain.get("spec") or {}
     try:
@@ -29,7 +32,8 @@ def _matches(doc: dict[str, Any], intervention_art, probes) -> bool:
                 and chain.get("tuning_key") == intervention_art.parents.get("tuning")
                 and int(c["heads"]) == int(p["heads"]) and float(c["alpha"]) == float(p["alpha"])
                 and str(c.get("direction")) == str(p.get("direction")) and spec.get("seed") == p.get("seed")
-                and float(spec.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2)))
+                and float(spec.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2))
+                and shaping_switches(spec) == intervention_switches(intervention_art, probes))
     except (KeyError, TypeError, ValueError):
         return False
 
@@ -43,11 +47,11 @@ def tuned_by(store, intervention_art):
     probes = ancestors(store, intervention_art).get("probes")
     if probes is None or probes.params.get("fold") != ALL_QUESTIONS or "alpha" not in intervention_art.params:
         return None
-    for tune in reversed(store.ls(kind="tune")):
-        doc = _doc(tune)
-        if doc is not None and _matches(doc, intervention_art, probes):
-            return tune, doc
-    return None
+    from itictl.publish.modelcard import newest
+
+    found = {t.key: (t, doc) for t in store.ls(kind="tune")
+             if (doc := _doc(t)) is not None and _matches(doc, intervention_art, probes)}
+    return found[newest([t for t, _ in found.values()]).key] if found else None
 
 
 def _ci(ci) -> str:
@@ -69,9 +73,11 @@ def _budget(doc: dict[str, Any]) -> str:
     return f"budget {name} ≤ {b.get('max'):g}"
 
 
-def tune_section(store, intervention_art) -> list[str]:
-    """## Tuning: the tune that chose this setting and its outer-fold scores; nothing without one."""
-    found = tuned_by(store, intervention_art)
+def tune_section(store, intervention_art, tune=None) -> list[str]:
+    """## Tuning: the tune that chose this setting (`tune`, the bake's source, else tuned_by) and its
+    outer-fold scores; nothing without one."""
+    doc = _doc(tune) if tune is not None else None
+    found = (tune, doc) if doc is not None else tuned_by(store, intervention_art)
     if found is None:
         return []
     tune, doc = found

@@ -1,11 +1,18 @@
-"""Cached sha256 of external files (a GGUF, a model folder's weight files): `file_digest`,
-`file_digests` (several files, the missing ones hashed in parallel threads) and `sha256_files`.
+"""Cached digests of external files (a GGUF, a model folder's weight files, a --text file):
+`file_digest`, `file_digests` (several files, the missing ones hashed in parallel) and `sha256_files`.
 
-External inputs are keyed by their digest, which is expensive for multi-GB files, so digests are
-cached in cache/digests.json by resolved path, size, mtime and inode (a changed or replaced file gets
-a new entry). The cache is only an accelerator: an unreadable cache is ignored, a failed write is
-harmless. Hashing is hashlib's sha256 (it releases the GIL on large blocks, so the files of a sharded
-model folder are hashed concurrently, one thread per file); one file's sha256 is sequential by nature.
+A file under 1 GiB is identified by its sha256 (the hex string `sha256sum` prints). A larger file
+(a model's weight shard) by its block digest `sha256-blocks64m:HEX`: the sha256 of the concatenated
+32-byte sha256 digests of its consecutive 64 MiB blocks (the last one shorter). It is as exact as
+the plain sha256 (every byte is hashed; a collision needs one in sha256), but the blocks are hashed
+on all cores: one file's plain sha256 is sequential, ~12 s for a 13.8 GB Llama-2-7B file at the
+~1.2 GB/s of one core's SHA-NI, against ~1 s on the 16 cores of the GPU host. The prefix says which
+digest a value is, so `itictl store show` readers and other tools can tell them apart.
+
+Digests are cached in cache/digests-v2.json by resolved path, size, mtime and inode (a changed or
+replaced file gets a new entry; the v1 cache held plain sha256 values for every size and is not
+read). The cache is only an accelerator: an unreadable cache is ignored, a failed write is harmless.
+hashlib releases the GIL on large buffers, so threads hash concurrently.
 """
 
 from __future__ import annotations
@@ -17,34 +24,61 @@ from pathlib import Path
 from typing import Sequence
 
 from itictl.store.atomic import write_text_atomic
+from itictl.store.keys import sha256_file as _sha256
 
-CACHE_FILE = "digests.json"
+CACHE_FILE = "digests-v2.json"
+BLOCKS_MIN = 1 << 30  # files from this size on get the block digest
+BLOCK = 64 << 20
+BLOCKS_PREFIX = "sha256-blocks64m:"
 
 
-def _sha256(path: Path) -> str:
-    """One update over a read-only mapping (~12 % faster than buffered reads on the GPU host); the GIL
-    is released throughout, so other threads run meanwhile."""
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def block_digest(path: Path, threads: int | None = None, block: int | None = None) -> str:
+    """`sha256-blocks64m:HEX` of `path` (see the module docstring); blocks hashed on `threads` threads
+    (default: every core), each from a zero-copy slice of one read-only mapping."""
     import mmap
+    from concurrent.futures import ThreadPoolExecutor
 
-    with open(path, "rb", buffering=0) as f:
+    block = block or BLOCK
+    with open(path, "rb", buffering=0) as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        view = memoryview(m)
+
+        def one(start: int) -> bytes:
+            with view[start:start + block] as part:
+                return hashlib.sha256(part).digest()
+
         try:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                return hashlib.sha256(m).hexdigest()
-        except (ValueError, OSError):  # an empty file, or a file system without mmap
-            f.seek(0)
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            with ThreadPoolExecutor(max(1, threads or _cores())) as pool:
+                parts = list(pool.map(one, range(0, len(view), block)))
+        finally:
+            view.release()
+    return BLOCKS_PREFIX + hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def content_digest(path: Path, threads: int | None = None) -> str:
+    """The identity digest of one file: plain sha256 hex under 1 GiB, else the block digest."""
+    path = Path(path)
+    return block_digest(path, threads) if path.stat().st_size >= BLOCKS_MIN else _sha256(path)
 
 
 def sha256_files(paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
-    """sha256 of every file, one thread per file (at most `threads`, default min(8, cores))."""
+    """content_digest of every file: the small ones one thread per file (at most `threads`, default
+    min(8, cores)), then each large one with its blocks spread over every core."""
     paths = [Path(p) for p in paths]
-    if len(paths) <= 1:
-        return [_sha256(p) for p in paths]
-    from concurrent.futures import ThreadPoolExecutor
+    big = [p.stat().st_size >= BLOCKS_MIN for p in paths]
+    out: dict[int, str] = {i: block_digest(p) for i, (p, b) in enumerate(zip(paths, big)) if b}
+    small = [i for i, b in enumerate(big) if not b]
+    if len(small) <= 1:
+        out.update({i: _sha256(paths[i]) for i in small})
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    with ThreadPoolExecutor(max(1, min(threads or 8, cores, len(paths)))) as pool:
-        return list(pool.map(_sha256, paths))
+        with ThreadPoolExecutor(max(1, min(threads or 8, _cores(), len(small)))) as pool:
+            out.update(zip(small, pool.map(_sha256, [paths[i] for i in small])))
+    return [out[i] for i in range(len(paths))]
 
 
 def _ident(path: Path) -> str:
@@ -67,7 +101,7 @@ def all_cached(cache_dir: Path, paths: Sequence[Path | str]) -> bool:
 
 
 def file_digests(cache_dir: Path, paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
-    """sha256 of every path, cached under `cache_dir` by path, size, mtime and inode; the files not
+    """content_digest of every path, cached under `cache_dir` by path, size, mtime and inode; the files not
     in the cache are hashed concurrently (sha256_files) and the cache is written once."""
     resolved = [Path(p).resolve() for p in paths]
     idents = [_ident(p) for p in resolved]
@@ -90,5 +124,5 @@ def file_digests(cache_dir: Path, paths: Sequence[Path | str], threads: int | No
 
 
 def file_digest(cache_dir: Path, path: Path | str) -> str:
-    """sha256 of `path`, cached under `cache_dir` (see file_digests)."""
+    """content_digest of `path`, cached under `cache_dir` (see file_digests)."""
     return file_digests(cache_dir, [path])[0]
