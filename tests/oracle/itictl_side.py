@@ -51,9 +51,10 @@ def mc_scores(model, tok, questions: Sequence[Any], deltas=None, instruction: st
     return items, scores, [mc_metrics(it, s) for it, s in zip(items, scores)]
 
 
-def text_ce_kl(model, samples, deltas=None) -> tuple[dict, dict[str, float]]:
-    """(baseline, {'ce', 'kl'}) as the evaluator computes them."""
-    from itictl.evaluate.natural_text import baseline, ce_kl
+def text_ce_kl(model, samples, deltas=None, batch_size: int | None = None) -> tuple[dict, dict[str, float]]:
+    """(baseline, {'ce', 'kl'}) as the evaluator computes them (its device's batch size by default)."""
+    from itictl.evaluate.natural_text import baseline, batch_size_for, ce_kl
 
-    base = baseline(model, samples)
-    return base, ce_kl(model, samples, base, steer=steer_for(model, deltas) if deltas else None)
+    bs = batch_size or batch_size_for(model)
+    base = baseline(model, samples, batch_size=bs)
+    return base, ce_kl(model, samples, base, steer=steer_for(model, deltas) if deltas else None, batch_size=bs)

@@ -88,6 +88,21 @@ def test_ce_kl_equal_oracle_on_tiny_llama(tmp_path, alpha, record_diff):
            record_diff, f"tiny, α={alpha:g}")
 
 
+def test_batch_size_changes_no_value(tmp_path):
+    """The GPU's 32-sample forwards and the CPU's 8 give the same per-sample CE and KL (every sample
+    has exactly n_tokens, so no row is padded)."""
+    from itictl.evaluate.natural_text import BATCH_SIZE, load_samples
+
+    model, tok = _tiny()
+    samples = load_samples(tok, _text_file(tmp_path / "t.txt", n_paragraphs=200), n=40, seed=3)
+    deltas = {1: np.random.default_rng(1).standard_normal(model.model.layers[0].self_attn.o_proj.in_features)}
+    got = {bs: it.text_ce_kl(model, samples, deltas, batch_size=bs)[1] for bs in (BATCH_SIZE["cpu"], BATCH_SIZE["cuda"], 1)}
+    for bs in (BATCH_SIZE["cuda"], 1):
+        for k in ("ce_samples", "kl_samples"):
+            np.testing.assert_allclose(got[bs][k], got[BATCH_SIZE["cpu"]][k], atol=TOL, rtol=0)
+    assert got[1]["kl"] > 0
+
+
 def test_ce_kl_equal_oracle_on_embedded_model(embedded, wikitext_path, record_diff):
     from itictl.evaluate.natural_text import load_samples
 

@@ -255,3 +255,32 @@ def test_hooks_fire_at_build_start_built_and_sealing(store):
     assert [s[:4] for s in seen] == [(n, "thing", art.key, False)
                                      for n in ("store.build_start", "store.built", "store.sealing")]
     assert [s[4] for s in seen] == [[], ["payload.txt", "sub"], ["manifest.json", "payload.txt", "sub"]]
+
+
+def test_large_payloads_get_the_block_digest_and_verify_either_kind(store, monkeypatch):
+    import hashlib
+
+    from itictl.store import digests
+    from itictl.store.manifest import seal
+
+    monkeypatch.setattr(digests, "BLOCKS_MIN", 150)  # data.bin (200 bytes) counts as large, payload.txt not
+    monkeypatch.setattr(digests, "BLOCK", 64)
+    art, _ = store.produce("thing", {"x": 7}, {}, write_payload())
+    files = art.manifest.files
+    assert set(files["payload.txt"]) == {"sha256", "size"}
+    data = (art.path / "sub" / "data.bin").read_bytes()
+    parts = b"".join(hashlib.sha256(data[i:i + 64]).digest() for i in range(0, len(data), 64))
+    assert files["sub/data.bin"] == {"sha256-blocks64m": hashlib.sha256(parts).hexdigest(), "size": 200}
+    assert store.verify(art.key) == []
+    p = art.path / "sub" / "data.bin"
+    p.chmod(0o644)
+    p.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # one bit of the last block
+    assert any("digest mismatch" in x for x in store.verify(art.key))
+    p.write_bytes(data)
+    # a manifest written before the block digest existed (plain sha256 of a large file) still verifies
+    mpath = art.path / "manifest.json"
+    doc = json.loads(mpath.read_text())
+    doc["files"]["sub/data.bin"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": 200}
+    mpath.chmod(0o644)
+    mpath.write_text(json.dumps(seal(doc)))
+    assert store.verify(art.key) == []

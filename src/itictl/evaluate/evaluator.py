@@ -119,11 +119,13 @@ class Evaluator:
         return judge.score(pairs, info=(which == "info"))
 
     def text_metrics(self, deltas) -> dict[str, float]:
-        from itictl.evaluate.natural_text import baseline, ce_kl
+        from itictl.evaluate.natural_text import baseline, batch_size_for, ce_kl
 
+        bs = batch_size_for(self.model)
         if self._base_text is None:
-            self._base_text = baseline(self.model, self.text_samples, dist=self.dist)
-        return ce_kl(self.model, self.text_samples, self._base_text, steer=self._steer(deltas), dist=self.dist)
+            self._base_text = baseline(self.model, self.text_samples, batch_size=bs, dist=self.dist)
+        return ce_kl(self.model, self.text_samples, self._base_text, steer=self._steer(deltas), batch_size=bs,
+                     dist=self.dist)
 
     def evaluate(self, idx: Sequence[int], deltas, *, setting: str, fold: int, heads: int = 0,
                  alpha: float = 0.0) -> dict[str, float | None]:

@@ -199,7 +199,7 @@ def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
     lines = ["## Lineage", "", "| field | value |", "|---|---|"]
     rows = [
         ("base model", base or m.get("source")),
-        ("model revision", m.get("commit") or (f"sha256 {m['sha256']}" if m.get("sha256") else None)),
+        ("model revision", m.get("commit") or _digest_text(m.get("sha256"))),
         ("model file", m.get("gguf_file")),
         ("model key", m["key"]),
         ("dataset digest", (lin["dataset"] or {}).get("digest")),
@@ -216,6 +216,11 @@ def _lineage_section(lin: dict[str, Any], base: str | None) -> list[str]:
     if lin["heads"]:
         lines += ["", "Intervened heads (layer, head): " + ", ".join(f"({l}, {h})" for l, h in lin["heads"])]
     return lines
+
+
+def _digest_text(d: str | None) -> str | None:
+    """A GGUF identity digest as the card shows it: `sha256 HEX`, or the prefixed block digest as is."""
+    return None if not d else (d if ":" in d else f"sha256 {d}")
 
 
 def measured_by(store, intervention_art):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from itictl.errors import CorruptObjectError
-from itictl.store.keys import sha256_file
+from itictl.store.digests import entry_matches
 from itictl.store.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class Artifact:
             size = p.stat().st_size
             if size != entry["size"]:
                 raise CorruptObjectError(f"object {self.key[:12]} ({self.kind}): {name} has the wrong size", fix)
-            if size <= VERIFY_ON_READ_MAX and sha256_file(p) != entry["sha256"]:
+            if size <= VERIFY_ON_READ_MAX and not entry_matches(p, entry):
                 raise CorruptObjectError(f"object {self.key[:12]} ({self.kind}): {name} digest mismatch", fix)
         return p
 

@@ -64,6 +64,28 @@ def content_digest(path: Path, threads: int | None = None) -> str:
     return block_digest(path, threads) if path.stat().st_size >= BLOCKS_MIN else _sha256(path)
 
 
+BLOCKS_FIELD = "sha256-blocks64m"  # a manifest entry's digest field for files from BLOCKS_MIN on
+
+
+def file_entry(path: Path) -> dict:
+    """A manifest's record of one payload file: {"sha256", "size"} under 1 GiB, else
+    {"sha256-blocks64m": HEX, "size"} (the block digest, hashed on every core: a 1.5 GB activations
+    file in ~0.2 s on the GPU host instead of ~1.3 s)."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size >= BLOCKS_MIN:
+        return {BLOCKS_FIELD: block_digest(path)[len(BLOCKS_PREFIX):], "size": size}
+    return {"sha256": _sha256(path), "size": size}
+
+
+def entry_matches(path: Path, entry: dict) -> bool:
+    """Does `path` still have the digest its manifest entry records (either field)?"""
+    if "sha256" in entry:
+        return _sha256(Path(path)) == entry["sha256"]
+    want = entry.get(BLOCKS_FIELD)
+    return want is not None and block_digest(Path(path)) == BLOCKS_PREFIX + want
+
+
 def sha256_files(paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
     """content_digest of every file: the small ones one thread per file (at most `threads`, default
     min(8, cores)), then each large one with its blocks spread over every core."""

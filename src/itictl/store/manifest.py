@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from itictl.errors import CorruptObjectError
-from itictl.store.keys import canonical_json, compute_key, sha256_file, sha256_text
+from itictl.store.digests import file_entry
+from itictl.store.keys import canonical_json, compute_key, sha256_text
 
 MANIFEST = "manifest.json"
 
@@ -24,11 +25,12 @@ def seal(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def describe_files(root: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {"sha256" (or "sha256-blocks64m" from 1 GiB on), "size"}} of every payload file."""
     files: dict[str, dict[str, Any]] = {}
     for p in sorted(root.rglob("*")):
         if p.is_file() and p.name != MANIFEST:
             rel = p.relative_to(root).as_posix()
-            files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+            files[rel] = file_entry(p)
     return files
 
 

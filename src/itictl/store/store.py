@@ -35,7 +35,7 @@ from itictl.store import gc as gc_mod
 from itictl.store import refs as refs_mod
 from itictl.store.artifact import Artifact, BuildContext
 from itictl.store.atomic import commit_dir
-from itictl.store.keys import compute_key, is_key, sha256_file
+from itictl.store.keys import compute_key, is_key
 from itictl.store.locks import flock
 from itictl.store.manifest import MANIFEST, Manifest, describe_files, seal
 from itictl.store.oserrors import NOT_WRITABLE_HINT, store_os_error
@@ -298,7 +298,7 @@ class Store:
                 problems.append(f"{name}: missing")
             elif p.stat().st_size != entry["size"]:
                 problems.append(f"{name}: size {p.stat().st_size} != {entry['size']}")
-            elif sha256_file(p) != entry["sha256"]:
+            elif not digests.entry_matches(p, entry):
                 problems.append(f"{name}: digest mismatch")
         for extra in sorted(actual - set(m.files)):
             problems.append(f"{extra}: not in the manifest")
