@@ -164,30 +164,17 @@ def test_heatmap_text_sorted_rows():
 
 # ---- integration: the embedded model's activations -------------------------------------------
 def collect_mc2_acts(loaded, tqa_dir, n_questions: int):
-    """Head-wise activations at the last token of 'Q: … A: …' mc2 prompts (our own hook loop)."""
-    import torch
-
-    from itictl.intervene.steering import o_proj_list
+    """Head-wise activations [N, L, H·D] at the last token of 'Q: … A: …' mc2 prompts, through the
+    extraction engine (tree-packed: each question's prefix computed once; the engine equals plain
+    per-prompt forwards, tests/extract), with labels and question indices."""
+    from itictl.extract.engine import extract_items, tokenize_prompts
 
     data = json.loads((tqa_dir / "mc_task.json").read_text())[:n_questions]
-    model, tok = loaded.model, loaded.tokenizer
-    mods = o_proj_list(model)
-    rows, labels, qidx = [], [], []
-    cur: dict[int, torch.Tensor] = {}
-    hooks = [m.register_forward_pre_hook(lambda _m, a, i=i: cur.__setitem__(i, a[0][0, -1].float().clone()))
-             for i, m in enumerate(mods)]
-    try:
-        with torch.no_grad():
-            for qi, item in enumerate(data):
-                for ans, lab in item["mc2_targets"].items():
-                    model(**tok(f"Q: {item['question']} A: {ans}", return_tensors="pt"))
-                    rows.append(torch.stack([cur[i] for i in range(len(mods))]).numpy())
-                    labels.append(lab)
-                    qidx.append(qi)
-    finally:
-        for h in hooks:
-            h.remove()
-    return np.stack(rows), np.array(labels), np.array(qidx)
+    items = [(f"Q: {it['question']} A:", f" {ans}", lab, qi) for qi, it in enumerate(data)
+             for ans, lab in it["mc2_targets"].items()]
+    toks = tokenize_prompts(loaded.tokenizer, [q + a for q, a, _, _ in items], [q for q, _, _, _ in items])
+    hw = extract_items(loaded.model, toks, batch_tokens=1024)["head_wise"]
+    return hw, np.array([lab for *_, lab, _ in items]), np.array([qi for *_, qi in items])
 
 
 def test_batched_probes_match_sklearn_on_embedded_model(embedded, tqa_dir):
