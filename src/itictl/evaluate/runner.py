@@ -202,6 +202,8 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
             model_art = _model_artifact(store, spec, out, timer, overlap=not (dist.distributed or device_map))
         ds_art = D.ensure_dataset(store, pipeline.data_dir_of(spec))
         plan.parents.update(model=model_art.key, dataset=ds_art.key)
+        with hooks.timed("imports"):  # torch's first import (seconds on a cold host), if no earlier phase paid it
+            import torch  # noqa: F401
         _chain(store, opts, spec, plan, model_art, out, dist, _probe_device(opts, dist, device_map))
         questions = list(D.read_dataset(ds_art).questions)[:plan.n]
         job = _Job(store, opts, plan, model_art, questions, device_map, out, dist, timer=timer)

@@ -1,7 +1,8 @@
 """Per-phase wall times of one `itictl eval` run (issue 14): `PhaseTimer`.
 
 The library marks its expensive phases with `itictl.hooks.timed(name)` (models: identity_hash,
-model_load; extract: extract:FORMAT; the runner: plan, model_artifact, probes, interventions,
+model_load; extract: extract:FORMAT; the runner: plan, model_artifact, imports (torch's first
+import), probes, interventions,
 eval_setup, write; the evaluator: mc, generation, judge_truth, judge_info, bleu_rouge, ce_kl). While
 a PhaseTimer is entered it listens to those hooks and adds up seconds per phase:
 
@@ -29,7 +30,7 @@ from typing import Any
 
 from itictl import hooks
 
-ORDER = ("plan", "identity_hash", "model_artifact", "model_load", "extract_tqa_mc2", "extract_tuning", "probes",
+ORDER = ("plan", "identity_hash", "model_artifact", "imports", "model_load", "extract_tqa_mc2", "extract_tuning", "probes",
          "interventions", "eval_setup", "mc", "generation", "judge_truth", "judge_info", "bleu_rouge", "ce_kl",
          "write")
 LIST_PHASES = ("probes",)
