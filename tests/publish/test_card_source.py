@@ -10,26 +10,14 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import run_cli
-
-N_QUESTIONS = 12
+from tests.publish.tiny_eval import tiny_eval_store
 
 
 @pytest.fixture(scope="module")
 def two_protocols(tmp_path_factory, tqa_dir):
-    """A store with a tiny model, its store dir, and a function running `eval` with extra options."""
-    from tests.reliability.tinymodel import write_tiny_model
-
-    root = tmp_path_factory.mktemp("card_source")
-    tiny = write_tiny_model(root / "tiny")
-    store = root / "store"
-
-    def evaluate(*extra: str) -> str:
-        r = run_cli("--store", str(store), "eval", "--model", str(tiny), "--data", str(tqa_dir), "--limit-questions",
-                    str(N_QUESTIONS), "--heads", "3", "--alpha", "0,60", "--metrics", "mc", "--device", "cpu",
-                    "--seed", "5", *extra, "--json", "-q")
-        assert r.code == 0, r.stderr[-2000:]
-        return r.json()["key"]
-
+    """The store dir and a function running `eval` with extra options (α = 60: at α = 4 the tiny
+    model gives both protocols the same numbers, which could not tell the cards apart)."""
+    store, _, evaluate = tiny_eval_store(tmp_path_factory.mktemp("card_source"), tqa_dir, "0,60")
     return store, evaluate
 
 
@@ -70,8 +58,8 @@ def test_each_bake_cites_the_eval_it_came_from(two_protocols, tqa_dir, monkeypat
     cards = [(_store(store_dir).get(d["key"]).path / "README.md").read_text() for d in (first, second)]
     assert _cites(cards[0], reference) and not _cites(cards[0], default)
     assert _cites(cards[1], default) and not _cites(cards[1], reference)  # the old code cited the reference eval
-    assert store.get(first["key"]).params["source"] == reference_key
-    assert store.get(second["key"]).params["source"] == default_key
+    assert store.get(first["key"]).meta["source"] == reference_key
+    assert store.get(second["key"]).meta["source"] == default_key
 
     # push --dry-run with no REF: the default eval's bake and card; a baked-model REF keeps its source
     pu = run_cli("--store", str(store_dir), "push", "--repo", "me/tiny-iti", "--dry-run", "--json", "-q")
@@ -103,19 +91,22 @@ def test_fallback_matches_the_intervention_shaping_switches(two_protocols, tqa_d
     assert measured_by(store, inter).key == default_key and sk != default_key
 
 
-def test_same_intervention_from_two_evals_gives_two_cards(two_protocols, tqa_dir, monkeypatch):
-    """--mc-positions reference changes only how MC is scored: both evals ship one intervention,
-    and each bake's card (its key holds the source) cites its own eval."""
+def test_same_intervention_from_two_evals_is_baked_once_and_pushed_with_each_card(two_protocols, tqa_dir, monkeypatch):
+    """--mc-positions reference changes only how MC is scored: both evals ship one intervention, so the
+    second bake reuses the first's weights (the source is not in the key) and its README keeps citing
+    the first eval, while `push` renders the card for the eval it resolves."""
     store_dir, evaluate = two_protocols
     monkeypatch.setenv("ITICTL_DATA", str(tqa_dir))
     a_key = evaluate()
     a = _bake(store_dir)
     b_key = evaluate("--mc-positions", "reference")
-    b = _bake(store_dir)
-    assert a["intervention"] == b["intervention"] and a["key"] != b["key"] and a_key != b_key
+    r = run_cli("--store", str(store_dir), "bake", "--dtype", "float32", "--device", "cpu")
+    said = " ".join(r.stderr.split())  # rich wraps long lines
+    assert r.code == 0 and "(cached)" in said and "`itictl push` writes the card for eval" in said
     store = _store(store_dir)
-    for baked, ev_key in ((a, a_key), (b, b_key)):
-        card = (store.get(baked["key"]).path / "README.md").read_text()
-        assert f"itictl eval `{ev_key}`" in card
-    again = _bake(store_dir)  # last-eval is still b: a cache hit of b's bake
-    assert again["key"] == b["key"] and again["cached"] is True
+    b = store.get(store.refs()["last-bake"])
+    assert b.key == a["key"] and a_key != b_key and b.meta["source"] == a_key
+    assert f"itictl eval `{a_key}`" in (b.path / "README.md").read_text()
+    pu = run_cli("--store", str(store_dir), "push", "--repo", "me/tiny-iti", "--dry-run", "--json", "-q")
+    assert pu.code == 0 and pu.json()["artifact"] == a["key"]
+    assert f"itictl eval `{b_key}`" in pu.json()["card"] and f"itictl eval `{a_key}`" not in pu.json()["card"]

@@ -11,23 +11,14 @@ import pytest
 
 from itictl.errors import BadInputError, NotFoundError, UsageError
 from tests.helpers import run_cli
-
-N_QUESTIONS = 12
+from tests.publish.tiny_eval import N_QUESTIONS, tiny_eval_store
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory, tqa_dir):
     """A store holding a 2-fold eval of a tiny model on the first 12 questions (K=3, α=4; MC only)."""
-    from tests.reliability.tinymodel import write_tiny_model
-
-    root = tmp_path_factory.mktemp("final")
-    tiny = write_tiny_model(root / "tiny")
-    store = root / "store"
-    ev = run_cli("--store", str(store), "eval", "--model", str(tiny), "--data", str(tqa_dir), "--limit-questions",
-                 str(N_QUESTIONS), "--heads", "3", "--alpha", "0,4", "--metrics", "mc", "--device", "cpu", "--seed", "5",
-                 "--json", "-q")
-    assert ev.code == 0, ev.stderr[-2000:]
-    return store, tiny, ev.json()["key"]
+    store, tiny, evaluate = tiny_eval_store(tmp_path_factory.mktemp("final"), tqa_dir, "0,4")
+    return store, tiny, evaluate()
 
 
 def _store(path):

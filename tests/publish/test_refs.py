@@ -49,9 +49,9 @@ def test_resolve_intervention_one_rule(populated):
     with pytest.raises(NotFoundError, match="α = 0 only"):  # no REF: the all-questions refit (test_final.py)
         resolve_intervention(store, None)
     out = _Warnings()
-    assert resolve_intervention(store, ev.key[:10], out).key == a.key  # role `intervention`, with a warning
+    assert resolve_intervention(store, ev.key[:10], out)[0].key == a.key  # role `intervention`, with a warning
     assert len(out.warned) == 1 and a.key[:12] in out.warned[0]
-    assert resolve_intervention(store, b.key[:10]).key == b.key
+    assert resolve_intervention(store, b.key[:10])[0].key == b.key
     with pytest.raises(BadInputError, match="not an intervention"):
         resolve_intervention(store, m.key[:10])
     bare = store.produce("eval", {"t": 2}, {"model": m.key}, lambda ctx: (ctx.out / "eval.json").write_text("{}"))[0]
@@ -72,13 +72,13 @@ def test_bake_export_push_share_the_rule_and_bake_tags(populated, tmp_path):
     inter, baked, cached = bake_ref(store, ev.key[:10], dtype="float32", device="cpu", tag="mine")
     assert inter.key == a.key and not cached and baked.parents["intervention"] == a.key
     assert store.refs()["last-bake"] == baked.key and store.refs()["mine"] == baked.key
-    assert resolve_intervention(store, baked.key[:10]).key == a.key  # a baked model's intervention
+    assert resolve_intervention(store, baked.key[:10])[0].key == a.key  # a baked model's intervention
     assert bake_ref(store, "mine", dtype="float32", device="cpu")[1:] == (baked, True)  # baked -> same bake
     doc = export_ref(store, ev.key[:10], "safetensors", tmp_path / "x")
     assert doc["intervention"] == a.key and (tmp_path / "x" / "intervention.safetensors").is_file()
-    assert push_target(store, ev.key[:10]).key == a.key  # an eval pushes its intervention
-    assert push_target(store, baked.key[:10]).key == baked.key
+    assert push_target(store, ev.key[:10])[0].key == a.key  # an eval pushes its intervention
+    assert push_target(store, baked.key[:10])[0].key == baked.key
     store.tag("last-eval", ev.key)
-    assert push_target(store, None).key == baked.key  # default: the baked model of last-eval's intervention
+    assert push_target(store, None)[0].key == baked.key  # default: the baked model of last-eval's intervention
     dry = run_push(store, None, "me/tiny", dry_run=True)
     assert dry["artifact"] == baked.key and "README.md" in dry["files"] and dry["card"]

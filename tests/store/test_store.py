@@ -284,3 +284,17 @@ def test_large_payloads_get_the_block_digest_and_verify_either_kind(store, monke
     mpath.chmod(0o644)
     mpath.write_text(json.dumps(seal(doc)))
     assert store.verify(art.key) == []
+
+
+def test_ls_is_oldest_first_even_within_one_second(store, monkeypatch):
+    """`created` has whole seconds; objects committed within one are still listed in commit order
+    (what "newest last" callers — refs defaults, model cards, push — rely on)."""
+    import itictl.store.store as store_mod
+
+    monkeypatch.setattr(store_mod, "_utcnow", lambda: "2026-01-01T00:00:00Z")
+    made = []
+    for i in range(6):
+        art, _ = store.produce("thing", {"i": i}, {}, write_payload(str(i)))
+        made.append(art.key)
+        time.sleep(0.002)
+    assert [a.key for a in store.ls(kind="thing")] == made

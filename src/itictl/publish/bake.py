@@ -2,9 +2,9 @@
 
 Owns `baked(model, deltas)` (a context manager that edits a loaded model in place and restores it),
 `bake_folder(model, tokenizer, deltas, dir)` (writes the HF folder) and `run_bake` (the store step,
-kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> intervention; no ref:
-the all-questions intervention of the last eval, publish.final) and `resolve_with_source` (also the
-eval or tune it was built from, which the model card cites).
+kind `baked-model`, tagged `last-bake`), plus `resolve_intervention` (ref -> (intervention, the eval
+or tune it was built from when known, which the model card cites); no ref: the all-questions
+intervention of the last eval or tune, publish.final).
 
 Why it is exact: o_proj is linear, so o_proj(x + δ) = W_o·x + W_o·δ + b. Setting the bias to
 b + W_o·δ_l makes the unedited forward pass equal the live intervention with positions='all'.
@@ -171,19 +171,15 @@ def bake_folder(model, tokenizer, deltas: Mapping[int, "Tensor"], folder: Path) 
 
 
 def resolve_intervention(store, ref: str | None, out=None, *, heads: int | None = None, alpha: float | None = None):
-    """The intervention a ref names (bake, export and push use this one rule): an intervention
-    itself, a baked model's, an eval's (role `intervention`: the first setting's fold 0; a
-    warning names it when the eval used several), or a tune's (the all-questions intervention of
-    its chosen setting, publish.final.for_tune). No ref: the all-questions intervention of the
-    newer of `last-tune` and `last-eval` (publish.final.last_final; for an eval, its chosen (or
-    only) setting, heads / alpha picking among several; they apply only without a ref)."""
-    return resolve_with_source(store, ref, out, heads=heads, alpha=alpha)[0]
-
-
-def resolve_with_source(store, ref: str | None, out=None, *, heads: int | None = None, alpha: float | None = None):
-    """resolve_intervention -> (intervention, source): source is the eval or tune the final
-    intervention was built from (no ref, or a tune ref), a baked model's recorded source, else None
-    (the model card then finds its eval itself: publish.modelcard.measured_by)."""
+    """-> (intervention, source): the intervention a ref names (bake, export and push use this one
+    rule): an intervention itself, a baked model's, an eval's (role `intervention`: the first
+    setting's fold 0; a warning names it when the eval used several), or a tune's (the
+    all-questions intervention of its chosen setting, publish.final.for_tune). No ref: the
+    all-questions intervention of the newer of `last-tune` and `last-eval` (publish.final.last_final;
+    for an eval, its chosen (or only) setting, heads / alpha picking among several; they apply only
+    without a ref). `source`: the eval or tune that final intervention was built from (no ref, a
+    tune ref), a baked model's recorded source, else None (the card then finds its eval itself:
+    publish.modelcard.measured_by)."""
     if ref is None:
         from itictl.publish.final import last_final
 
@@ -220,16 +216,10 @@ def resolve_with_source(store, ref: str | None, out=None, *, heads: int | None =
 
 
 def source_of(store, baked_art):
-    """The eval or tune a baked model's intervention was built from (its params' `source`), when
+    """The eval or tune whose numbers a baked model's README cites (its meta's `source`), when
     recorded and still in the store; else None."""
-    key = baked_art.params.get("source")
+    key = baked_art.meta.get("source")
     return store.get(key) if isinstance(key, str) and store.has(key) else None
-
-
-def intervention_of_last_eval(store, out=None):
-    """The all-questions intervention of the newer of `last-tune` and `last-eval` (resolve_intervention
-    with no ref)."""
-    return resolve_intervention(store, None, out)
 
 
 def _check_options(dtype: str, device: str, device_map, tag: str | None):
@@ -251,7 +241,7 @@ def bake_ref(store, ref: str | None, out=None, *, dtype: str = "auto", device: s
     eval's setting), then run_bake.
     Returns (intervention, baked-model artifact, cached)."""
     _check_options(dtype, device, device_map, tag)
-    inter, source = resolve_with_source(store, ref, out, heads=heads, alpha=alpha)
+    inter, source = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
     art, cached = run_bake(store, inter, out, dtype=dtype, device=device, device_map=device_map, tag=tag,
                            source=source)
     return inter, art, cached
@@ -261,8 +251,10 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
              device_map: str | dict | None = None, tag: str | None = None, source=None):
     """Bake an intervention into its model: returns (Artifact kind 'baked-model', cached) and tags
     it `last-bake` (and `tag` when given). `source`: the eval or tune the intervention was built
-    from; its card cites that one, and its key is in params (`source`: the card is part of the
-    artifact, so bakes of one intervention from two sources are two artifacts).
+    from; the README card cites that one (meta `source`). It is not in the key: the weights depend
+    only on the intervention, the model and the dtype, so a later bake of the same intervention from
+    another eval reuses this one (its README keeps citing the first source; `push` renders the card
+    for the source it resolves).
 
     device_map ('auto' | 'balanced' | 'sequential' | {module: device}) loads a model too large for
     one device across several; W_o·δ_l is then computed on each layer's device. Neither device nor
@@ -274,7 +266,7 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
         raise BadInputError(f"{intervention_art.key[:12]} is a {intervention_art.kind} object, not an intervention",
                             "pass an intervention ref (see `itictl store ls --kind intervention`)")
     model_art = model_of(store, intervention_art)
-    params = {"dtype": dtype, **({"source": source.key} if source is not None else {})}  # without: keys stay
+    params = {"dtype": dtype}
     parents = {"intervention": intervention_art.key, "model": model_art.key}
 
     def build(ctx):
@@ -289,11 +281,16 @@ def run_bake(store, intervention_art, out=None, *, dtype: str = "auto", device: 
         card = render_card(store, intervention_art, what="baked-model", notes=info.notes(), source=source)
         (ctx.out / "README.md").write_text(card, encoding="utf-8")
         ctx.meta.update({"layers": info.layers, "enabled_flag": info.enabled_flag,
-                         "zero_params": len(info.zero_params)})
+                         "zero_params": len(info.zero_params), "source": source.key if source is not None else None})
 
     if out is not None and not store.has(store.key_for("baked-model", params, parents, step_version=BAKE_STEP_VERSION)):
         out.info(f"baking intervention {intervention_art.key[:12]} into {model_art.key[:12]}")
     art, cached = store.produce("baked-model", params, parents, build, step_version=BAKE_STEP_VERSION)
+    cited = art.meta.get("source")
+    if cached and out is not None and source is not None and cited != source.key:
+        out.info(f"baked model {art.key[:12]} (cached) has these weights; its README cites "
+                 f"{'eval/tune ' + cited[:12] if cited else 'the eval found then'}, `itictl push` writes the card for "
+                 f"{source.kind} {source.key[:12]}")
     for name in ("last-bake", tag):
         if name:
             store.tag(name, art.key)

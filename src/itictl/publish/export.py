@@ -99,13 +99,13 @@ def export_ref(store, ref: str | None, fmt: str, folder: Path, out=None, *, devi
     intervention, a baked model's, an eval's or a tune's: publish.bake.resolve_intervention; None:
     the all-questions intervention of the newer of last-tune and last-eval, heads / alpha picking an
     eval's setting), then run_export."""
-    from itictl.publish.bake import resolve_with_source
+    from itictl.publish.bake import resolve_intervention
 
     if fmt not in FORMATS:
         raise BadInputError(f"unknown export format {fmt!r}", f"use one of: {', '.join(FORMATS)}")
     if Path(folder).exists() and not Path(folder).is_dir():
         raise BadInputError(f"{folder} exists and is not a directory", "give a directory path")
-    inter, source = resolve_with_source(store, ref, out, heads=heads, alpha=alpha)
+    inter, source = resolve_intervention(store, ref, out, heads=heads, alpha=alpha)
     return run_export(store, inter, fmt, folder, out, device=device, source=source)
 
 

@@ -76,7 +76,7 @@ def intervention_info(intervention_art) -> dict[str, Any]:
 
 
 def evals_of(store, intervention_key: str) -> list:
-    """Eval artifacts whose parents include this intervention."""
+    """Eval artifacts whose parents include this intervention, newest last (store.ls order)."""
     return [a for a in store.ls(kind="eval") if intervention_key in a.parents.values()]
 
 
@@ -224,7 +224,7 @@ def _digest_text(d: str | None) -> str | None:
 
 
 def measured_by(store, intervention_art):
-    """The newest eval (by manifest creation time) that measured this intervention: one with it among
+    """The newest eval (store.ls order) that measured this intervention: one with it among
     its parents, else (an all-questions intervention given by REF) one whose folds measured the same
     setting on the same activations, tuning activations, direction, seed and val_ratio, with the
     protocol switches that shape the intervention (shaping_switches). None when there is none."""
@@ -233,7 +233,7 @@ def measured_by(store, intervention_art):
 
     direct = evals_of(store, intervention_art.key)
     if direct:
-        return newest(direct)
+        return direct[-1]
     probes = ancestors(store, intervention_art).get("probes")
     p = intervention_art.params
     if probes is None or probes.params.get("fold") != ALL_QUESTIONS or "alpha" not in p:
@@ -243,7 +243,7 @@ def measured_by(store, intervention_art):
                if ev.params.get("direction", "com") == p.get("direction") and ev.params.get("seed") == p.get("seed")
                and float(ev.params.get("val_ratio", -1)) == float(probes.params.get("val_ratio", -2))
                and shaping_switches(ev.params) == mine and (int(p["heads"]), float(p["alpha"])) in eval_settings(ev)]
-    return newest(matches) if matches else None
+    return matches[-1] if matches else None
 
 
 # Protocol switches (itictl.protocol) that change an all-questions intervention: the probes' backend,
@@ -273,19 +273,8 @@ def intervention_switches(intervention_art, probes) -> dict[str, str]:
             "tie_break": p.get("tie_break", SWITCHES["tie_break"][0])}
 
 
-def newest(arts: list):
-    """The artifact created last (manifest `created`, whole seconds; a tie goes to the later-written object)."""
-    def when(a):
-        try:
-            return a.manifest.doc.get("created") or "", a.path.stat().st_mtime_ns
-        except OSError:
-            return a.manifest.doc.get("created") or "", 0
-
-    return max(arts, key=when)
-
-
 def evals_of_chain(store, acts_key: str | None, tuning_key: str | None) -> list:
-    """Eval artifacts built on these activations and tuning activations."""
+    """Eval artifacts built on these activations and tuning activations, newest last."""
     return [a for a in store.ls(kind="eval") if acts_key and a.parents.get("activations") == acts_key
             and a.parents.get("tuning") == tuning_key]
 

@@ -183,7 +183,7 @@ def run_push(store, ref: str | None, repo: str | None, *, token: str | None = No
     given = repo or env_repo
     repo_id = validate_repo_id(given) if given else None
     tok = None if dry_run else resolve_token(token)
-    art, origin = push_target_with_source(store, ref, out, heads=heads, alpha=alpha)
+    art, origin = push_target(store, ref, out, heads=heads, alpha=alpha)
     if repo_id is None:
         repo_id = default_repo(store, art, tok)
     plan = push_plan(store, art, repo_id, license=license, source=origin)
@@ -207,20 +207,15 @@ def push_target(store, ref: str | None, out=None, *, heads: int | None = None, a
     """What `itictl push REF` sends: a baked model or an intervention as named; any other ref goes
     through publish.bake.resolve_intervention (an eval: its intervention), except a tune: the baked
     model of its all-questions intervention (as with no ref); no ref: default_push_ref
-    (heads / alpha pick the last eval's setting; they apply only without a ref)."""
-    return push_target_with_source(store, ref, out, heads=heads, alpha=alpha)[0]
-
-
-def push_target_with_source(store, ref: str | None, out=None, *, heads: int | None = None,
-                            alpha: float | None = None):
-    """push_target -> (artifact, source): source is the eval or tune its intervention was built from
-    when known (publish.bake.resolve_with_source), which the card cites; else None."""
-    from itictl.publish.bake import resolve_with_source, source_of
+    (heads / alpha pick the last eval's setting; they apply only without a ref).
+    -> (artifact, source): the eval or tune its intervention was built from when known
+    (publish.bake.resolve_intervention), which the card cites; else None."""
+    from itictl.publish.bake import resolve_intervention, source_of
 
     if ref is None:
-        return _default_push(store, out, heads=heads, alpha=alpha)
+        return default_push_ref(store, out, heads=heads, alpha=alpha)
     if heads is not None or alpha is not None:
-        return resolve_with_source(store, ref, out, heads=heads, alpha=alpha)  # the one-line UsageError
+        return resolve_intervention(store, ref, out, heads=heads, alpha=alpha)  # the one-line UsageError
     art = store.open(ref)
     if art.kind in ("baked-model", "intervention"):
         return art, (source_of(store, art) if art.kind == "baked-model" else None)
@@ -228,17 +223,17 @@ def push_target_with_source(store, ref: str | None, out=None, *, heads: int | No
         from itictl.publish.final import for_tune
 
         final = for_tune(store, art, out=out)
-        return _baked(store, final.intervention, f"tune {art.key[:12]}'s", final.source), final.source
-    return resolve_with_source(store, ref, out)
+        return _baked(store, final.intervention, f"tune {art.key[:12]}'s"), final.source
+    return resolve_intervention(store, ref, out)
 
 
-def _baked(store, inter, whose: str, source=None):
-    """The newest baked model of intervention `inter` (one baked from `source` first: same weights,
-    and its stored card cites that source); NotFoundError when it is not baked."""
+def _baked(store, inter, whose: str):
+    """The newest baked model of intervention `inter`; NotFoundError when it is not baked. (Its
+    weights depend only on the intervention, the model and the dtype; the pushed card is rendered
+    for the caller's `source`, whatever eval the stored README cites.)"""
     mine = [a for a in store.ls(kind="baked-model") if a.parents.get("intervention") == inter.key]
-    same = [a for a in mine if source is not None and a.params.get("source") == source.key]
     if mine:
-        return (same or mine)[-1]
+        return mine[-1]
     raise NotFoundError(f"{whose} all-questions intervention {inter.key[:12]} is not baked",
                         "run `itictl bake` first, or pass a REF (e.g. last-bake)")
 
@@ -247,12 +242,8 @@ def default_push_ref(store, out=None, *, heads: int | None = None, alpha: float 
     """After an eval or a tune: the baked model of the all-questions intervention of the newer of
     last-tune and last-eval (publish.final.last_final, built or reused; heads / alpha pick the eval's
     setting). With neither, or an eval without an intervention: the newest baked model in the store.
-    A tune that chose α = 0 is an error, not a fallback."""
-    return _default_push(store, out, heads=heads, alpha=alpha)[0]
-
-
-def _default_push(store, out=None, *, heads: int | None = None, alpha: float | None = None):
-    """default_push_ref -> (baked model, the eval or tune its intervention came from, or None)."""
+    A tune that chose α = 0 is an error, not a fallback.
+    -> (baked model, the eval or tune its intervention came from, or None)."""
     from itictl.publish.bake import source_of
     from itictl.publish.final import last_final, newest_source
 
@@ -267,7 +258,7 @@ def _default_push(store, out=None, *, heads: int | None = None, alpha: float | N
             final = None
         if final is not None:
             whose = "the last eval's" if name == "last-eval" else "the last tune's"
-            return _baked(store, final.intervention, whose, final.source), final.source
+            return _baked(store, final.intervention, whose), final.source
     if heads is not None or alpha is not None:
         from itictl.errors import UsageError
 

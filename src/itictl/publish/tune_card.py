@@ -47,11 +47,9 @@ def tuned_by(store, intervention_art):
     probes = ancestors(store, intervention_art).get("probes")
     if probes is None or probes.params.get("fold") != ALL_QUESTIONS or "alpha" not in intervention_art.params:
         return None
-    from itictl.publish.modelcard import newest
-
-    found = {t.key: (t, doc) for t in store.ls(kind="tune")
-             if (doc := _doc(t)) is not None and _matches(doc, intervention_art, probes)}
-    return found[newest([t for t, _ in found.values()]).key] if found else None
+    found = [(t, doc) for t in store.ls(kind="tune")  # newest last
+             if (doc := _doc(t)) is not None and _matches(doc, intervention_art, probes)]
+    return found[-1] if found else None
 
 
 def _ci(ci) -> str:

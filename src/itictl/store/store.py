@@ -46,6 +46,15 @@ def _utcnow() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _creation_order(art: Artifact) -> tuple[str, int]:
+    """ls order, oldest first: the manifest's `created` (whole seconds), then the manifest file's
+    mtime (when the object was committed), so objects made within one second keep their order."""
+    try:
+        return art.manifest.doc.get("created", ""), (art.path / MANIFEST).stat().st_mtime_ns
+    except OSError:
+        return art.manifest.doc.get("created", ""), 0
+
+
 def make_read_only(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file():
@@ -181,7 +190,7 @@ class Store:
                 continue
             if kind is None or art.kind == kind:
                 out.append(art)
-        out.sort(key=lambda a: a.manifest.doc.get("created", ""))
+        out.sort(key=_creation_order)
         return out
 
     # ---- writing ------------------------------------------------------------------------
