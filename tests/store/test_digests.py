@@ -30,7 +30,7 @@ def test_digest_reused_while_unchanged_and_redone_on_size_mtime_or_inode(store, 
 
 
 def test_several_files_hashed_together_match_and_fill_the_cache(store, tmp_path):
-    from itictl.store.digests import sha256_files
+    from itictl.store.digests import content_digests
 
     files = []
     for i in range(5):
@@ -38,7 +38,7 @@ def test_several_files_hashed_together_match_and_fill_the_cache(store, tmp_path)
         p.write_bytes(os.urandom(100_000 + i))
         files.append(p)
     want = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
-    assert sha256_files(files, threads=3) == want
+    assert content_digests(files, threads=3) == want
     assert store.file_digests(files[:2]) == want[:2]
     assert store.file_digests(files) == want  # two from the cache, three hashed
     with open(files[4], "r+b") as fh:  # rewritten in place, size and mtime put back: served from the cache
@@ -84,7 +84,7 @@ def test_large_files_get_the_block_digest_small_ones_plain_sha256(store, tmp_pat
     want_big = _blocks_reference(data, 4096)
     assert want_big != "sha256-blocks64m:" + hashlib.sha256(data).hexdigest()
     assert digests.block_digest(big, threads=1) == digests.block_digest(big, threads=4) == want_big
-    assert digests.sha256_files([small, big], threads=2) == [hashlib.sha256(b"x" * 9_999).hexdigest(), want_big]
+    assert digests.content_digests([small, big], threads=2) == [hashlib.sha256(b"x" * 9_999).hexdigest(), want_big]
     assert store.file_digests([big, small])[0] == want_big
     flipped = bytearray(data)
     flipped[-1] ^= 1  # one bit of the short last block

@@ -151,7 +151,7 @@ def folder_files(folder: Path) -> list[Path]:
 
 
 def folder_identity(store, folder: Path) -> dict[str, Any]:
-    """Every file's digest (store/digests.py content_digest; through the store's cache when given)."""
+    """Every file's digest (store/digests.py content_digests; through the store's cache when given)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise BadInputError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
@@ -159,10 +159,10 @@ def folder_identity(store, folder: Path) -> dict[str, Any]:
     files = folder_files(folder)
     if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in files):
         raise BadInputError(f"{folder} has no weight files (*.safetensors, *.bin)", "pass a complete model folder")
-    from itictl.store.digests import sha256_files
+    from itictl.store.digests import content_digests
 
     with hooks.timed("identity_hash"):  # cached by path, size, mtime and inode; files hashed in parallel
-        digests = store.file_digests(files) if store is not None else sha256_files(files)
+        digests = store.file_digests(files) if store is not None else content_digests(files)
     return {"source": "folder", "digests": {p.name: d for p, d in zip(files, digests)}}
 
 

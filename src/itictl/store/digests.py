@@ -1,12 +1,13 @@
 """Cached digests of external files (a GGUF, a model folder's weight files, a --text file):
-`file_digest`, `file_digests` (several files, the missing ones hashed in parallel) and `sha256_files`.
+`file_digest`, `file_digests` (several files, the missing ones hashed in parallel) and `content_digests`.
 
 A file under 1 GiB is identified by its sha256 (the hex string `sha256sum` prints). A larger file
 (a model's weight shard) by its block digest `sha256-blocks64m:HEX`: the sha256 of the concatenated
 32-byte sha256 digests of its consecutive 64 MiB blocks (the last one shorter). It is as exact as
 the plain sha256 (every byte is hashed; a collision needs one in sha256), but the blocks are hashed
-on all cores: one file's plain sha256 is sequential, ~12 s for a 13.8 GB Llama-2-7B file at the
-~1.2 GB/s of one core's SHA-NI, against ~1 s on the 16 cores of the GPU host. The prefix says which
+on all cores: one file's plain sha256 is sequential (12.9 s for a 13.76 GB Llama-2-7B-shaped file on
+the H200 host, measured as eval's identity_hash phase), the block digest took 1.5 s there (16 cores,
+file in the page cache; docs/benchmarks.md). The prefix says which
 digest a value is, so `itictl store show` readers and other tools can tell them apart.
 
 Digests are cached in cache/digests-v2.json by resolved path, size, mtime and inode (a changed or
@@ -58,19 +59,14 @@ def block_digest(path: Path, threads: int | None = None, block: int | None = Non
     return BLOCKS_PREFIX + hashlib.sha256(b"".join(parts)).hexdigest()
 
 
-def content_digest(path: Path, threads: int | None = None) -> str:
-    """The identity digest of one file: plain sha256 hex under 1 GiB, else the block digest."""
-    path = Path(path)
-    return block_digest(path, threads) if path.stat().st_size >= BLOCKS_MIN else _sha256(path)
-
-
 BLOCKS_FIELD = "sha256-blocks64m"  # a manifest entry's digest field for files from BLOCKS_MIN on
 
 
 def file_entry(path: Path) -> dict:
     """A manifest's record of one payload file: {"sha256", "size"} under 1 GiB, else
-    {"sha256-blocks64m": HEX, "size"} (the block digest, hashed on every core: a 1.5 GB activations
-    file in ~0.2 s on the GPU host instead of ~1.3 s)."""
+    {"sha256-blocks64m": HEX, "size"} (the block digest, hashed on every core; for a 1.5 GB
+    activations file on the GPU host ~0.2 s is expected from the identity's measured 13.76 GB in
+    1.5 s, against the ~1.3 s per file its plain sha256 took in a profile — not timed separately)."""
     path = Path(path)
     size = path.stat().st_size
     if size >= BLOCKS_MIN:
@@ -86,9 +82,10 @@ def entry_matches(path: Path, entry: dict) -> bool:
     return want is not None and block_digest(Path(path)) == BLOCKS_PREFIX + want
 
 
-def sha256_files(paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
-    """content_digest of every file: the small ones one thread per file (at most `threads`, default
-    min(8, cores)), then each large one with its blocks spread over every core."""
+def content_digests(paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
+    """The identity digest of every file (plain sha256 hex under BLOCKS_MIN, else the block digest):
+    the small ones one thread per file (at most `threads`, default min(8, cores)), then each large
+    one with its blocks spread over every core."""
     paths = [Path(p) for p in paths]
     big = [p.stat().st_size >= BLOCKS_MIN for p in paths]
     out: dict[int, str] = {i: block_digest(p) for i, (p, b) in enumerate(zip(paths, big)) if b}
@@ -123,8 +120,8 @@ def all_cached(cache_dir: Path, paths: Sequence[Path | str]) -> bool:
 
 
 def file_digests(cache_dir: Path, paths: Sequence[Path | str], threads: int | None = None) -> list[str]:
-    """content_digest of every path, cached under `cache_dir` by path, size, mtime and inode; the files not
-    in the cache are hashed concurrently (sha256_files) and the cache is written once."""
+    """content_digests of every path, cached under `cache_dir` by path, size, mtime and inode; the files not
+    in the cache are hashed concurrently (content_digests) and the cache is written once."""
     resolved = [Path(p).resolve() for p in paths]
     idents = [_ident(p) for p in resolved]
     cache_file = cache_dir / CACHE_FILE
@@ -132,7 +129,7 @@ def file_digests(cache_dir: Path, paths: Sequence[Path | str], threads: int | No
     missing = [i for i, ident in enumerate(idents) if ident not in cache]
     if not missing:
         return [cache[ident] for ident in idents]
-    for i, d in zip(missing, sha256_files([resolved[i] for i in missing], threads)):
+    for i, d in zip(missing, content_digests([resolved[i] for i in missing], threads)):
         cache[idents[i]] = d
     out = [cache[ident] for ident in idents]
     cache.update(_read_cache(cache_file))  # entries another process added meanwhile
@@ -146,5 +143,5 @@ def file_digests(cache_dir: Path, paths: Sequence[Path | str], threads: int | No
 
 
 def file_digest(cache_dir: Path, path: Path | str) -> str:
-    """content_digest of `path`, cached under `cache_dir` (see file_digests)."""
+    """content_digests of `path`, cached under `cache_dir` (see file_digests)."""
     return file_digests(cache_dir, [path])[0]
