@@ -18,6 +18,11 @@ Variants (--variants, comma list, each in its own store, one after the other):
   python benchmarks/eval_e2e.py --make-model --shape mid --model /tmp/mmid --device cpu --limit-questions 40 \\
       --data DIR --text FILE --variants plain
 
+Bytecode: time a Python whose packages have their .pyc files, as `pip install` leaves them. The GPU
+host sets PYTHONDONTWRITEBYTECODE=1 and its torch ships without .pyc, which added ~10 s of
+compiling to every run's imports; there, first `export PYTHONPYCACHEPREFIX=/tmp/pyc` and
+`python -m compileall -q -j 0 SITE_PACKAGES src` (docs/benchmarks.md).
+
 The random model takes its tokenizer from --tokenizer, else from the embedded SmolLM2 model
 (vocabulary 49,152). Each command's stderr tail is printed when it fails; the next variant still runs.
 --out FILE writes every number as JSON.
@@ -108,6 +113,9 @@ def print_table(name: str, wall: float, timings: dict, extra: dict[str, float]) 
     print(f"  {'total':<30} {total:8.2f}   100%")
     if timings.get("background"):
         print(f"  overlapped in a background thread (not in the total): {timings['background']}")
+    before = (timings.get("process") or {}).get("before_s")
+    if before is not None:
+        print(f"  process: start to run_eval {before:.2f} s, run_eval end to exit {wall - total - before:.2f} s")
 
 
 def _manifest(store: Path, key: str) -> dict:
@@ -148,7 +156,8 @@ def run_variant(a, name: str, work: Path) -> dict:
         print(f"eval ({name}) failed\n{err}", file=sys.stderr)
         return {**res, "error": err}
     manifest = _manifest(store, doc["key"])
-    timings = manifest["meta"].get("timings") or doc.get("timings") or {}
+    timings = dict(manifest["meta"].get("timings") or doc.get("timings") or {})
+    timings["process"] = (doc.get("timings") or {}).get("process")  # the CLI's: start to run_eval
     print_table(f"{name} ({metrics})", wall, timings, extra)
     res["steps"] = print_steps(store, manifest)
     means = {f"{s['heads']}/{s['alpha']:g}": s["mean"] for s in doc["settings"]}

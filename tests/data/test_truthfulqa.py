@@ -177,3 +177,25 @@ def test_bad_input_writes_nothing(store, tqa_copy):
     with pytest.raises(BadInputError):
         ensure_dataset(store, tqa_copy)
     assert store.ls() == []
+
+
+def test_tables_are_read_once_per_process_until_a_file_changes(store, tqa_copy):
+    """An eval reads the table from several steps: parsed once while the files are unchanged."""
+    import os
+
+    from itictl.errors import CorruptObjectError
+
+    first = load_truthfulqa(tqa_copy)
+    assert load_truthfulqa(tqa_copy) is first
+    p = tqa_copy / "mc_task.json"
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: parsed again, same content
+    again = load_truthfulqa(tqa_copy)
+    assert again is not first and again.digest == first.digest
+    art = ensure_dataset(store, tqa_copy)
+    assert read_dataset(art) is read_dataset(art)
+    table = art.path / "table.json"
+    os.chmod(table, 0o644)
+    table.write_text(table.read_text(encoding="utf-8").replace("tarot", "Tarot", 1), encoding="utf-8")
+    with pytest.raises(CorruptObjectError):
+        read_dataset(art)  # a changed file is read (and checked) again

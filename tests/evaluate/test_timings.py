@@ -64,7 +64,8 @@ def test_eval_json_and_meta_carry_timings(tmp_path, tiny_model_dir, tqa_dir, wik
     assert t["background"]["preload_adopted"] is True  # loaded while hashed: no model_load phase after it
     assert "model_load_s" not in t and t["background"]["preload_model_load_s"] >= 0
     art = Store(store).open("last-eval")
-    assert set(art.meta["timings"]) >= set(t) - {"other_s"}
+    assert set(art.meta["timings"]) >= set(t) - {"other_s", "process"}  # process: this run's start, the --json only
+    assert t["process"]["before_s"] >= 0
     assert "timings" not in art.read_json("eval.json")  # the payload stays reproducible
     again = run_cli(*args)  # cached: same key, this run's (small) timings
     assert again.json()["key"] == r.json()["key"] and again.json()["cached"] is True

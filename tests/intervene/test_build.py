@@ -183,3 +183,19 @@ def test_check_deltas_fit_is_the_one_fit_check():
                 pass
         with pytest.raises(BadInputError, match=text):
             residual_shifts(gpt2, bad)
+
+
+def test_sigma_over_rows_equals_sigma_over_the_selected_copy():
+    """build_deltas(rows=…) gathers per chosen head instead of copying the selection: same bits."""
+    from itictl.intervene.build import build_deltas
+    from tests.oracle.itictl_side import probes_like
+
+    rng = np.random.default_rng(3)
+    hw = rng.normal(size=(40, L, H, D)).astype(np.float16)
+    probes = probes_like(rng.uniform(0.5, 1, size=(L, H)), rng.normal(size=(L, H, D)))
+    rows = np.sort(rng.choice(40, size=23, replace=False))
+    got = build_deltas(probes, hw, heads=5, alpha=7.0, direction="com", seed=1, rows=rows)
+    want = build_deltas(probes, hw[rows], heads=5, alpha=7.0, direction="com", seed=1)
+    assert got[1] == want[1] and np.array_equal(got[2], want[2])
+    assert all(np.array_equal(got[0][layer], want[0][layer]) for layer in want[0]) and got[0].keys() == want[0].keys()
+    assert not np.array_equal(build_deltas(probes, hw, heads=5, alpha=7.0, direction="com", seed=1)[2], want[2])

@@ -83,3 +83,28 @@ def test_commit_dir_publishes_a_whole_folder(tmp_path):
     with pytest.raises(OSError):
         commit_dir(other, dst)  # never merges into or replaces a non-empty object
     assert (dst / "sub" / "a.bin").read_bytes() == b"abc"
+
+
+def test_commit_dir_fsyncs_the_parent_in_the_background(tmp_path, monkeypatch):
+    """The rename is visible at once; the parent's fsync runs in a thread that wait_synced joins
+    (the process joins it at exit: it is not a daemon)."""
+    import threading
+
+    from itictl.store import atomic
+
+    gate, synced = threading.Event(), []
+
+    def slow_fsync(d):
+        gate.wait(10)
+        synced.append(d)
+
+    monkeypatch.setattr(atomic, "_fsync_dir", slow_fsync)
+    src = tmp_path / "build"
+    src.mkdir()
+    dst = tmp_path / "objects" / "k"
+    commit_dir(src, dst)
+    assert dst.is_dir() and synced == []  # published before its fsync finished
+    assert all(not t.daemon for t in atomic._SYNCING)
+    gate.set()
+    atomic.wait_synced()
+    assert synced == [dst.parent] and atomic._SYNCING == []

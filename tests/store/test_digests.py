@@ -109,3 +109,18 @@ def test_folder_identity_of_a_large_weight_file_uses_the_block_digest(store, tmp
     got = folder_identity(store, folder)["digests"]
     assert got["model.safetensors"] == _blocks_reference(w.read_bytes(), 1 << 16)
     assert got["config.json"].startswith("sha256-blocks64m:")  # every file from BLOCKS_MIN on
+
+
+def test_reserved_cores_are_left_to_other_work(monkeypatch):
+    """A running model preload reserves cores for its imports: the hashing threads use the rest (≥ 1)."""
+    import os
+
+    from itictl.store import digests as G
+
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    monkeypatch.setattr(G, "RESERVED", 0)
+    assert G._cores() == n
+    monkeypatch.setattr(G, "RESERVED", 2)
+    assert G._cores() == max(1, n - 2)
+    monkeypatch.setattr(G, "RESERVED", 10_000)
+    assert G._cores() == 1

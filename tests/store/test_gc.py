@@ -147,3 +147,20 @@ def test_interrupted_extraction_survives_gc_and_resumes(cli, tmp_path, tqa_dir, 
     assert art.meta["computed_prompts"] == 12 - len(saved)
     with open_activations(art) as a:
         assert a.head_wise.shape == (12, 2, 32) and np.isfinite(a.head_wise[...]).all()
+
+
+def test_finished_work_folder_is_removed_in_the_background(store):
+    """A completed step's work folder leaves tmp/ at once (renamed to trash.*) and is deleted by a
+    thread; gc waits for that thread, so it never reports the trash."""
+    from itictl.store import gc as G
+
+    def build(ctx):
+        ctx.work.mkdir(parents=True, exist_ok=True)
+        (ctx.work / "chunk_000000").write_bytes(b"x" * 1000)
+        (ctx.out / "a.txt").write_text("a")
+
+    art, cached = store.produce("thing", {"bg": 1}, {}, build)
+    assert not cached and not store.work_dir(art.key).exists()
+    G.wait_removals()
+    assert [p.name for p in store.tmp.iterdir()] == []
+    assert store.gc(roots=[art.key])["tmp_removed"] == []

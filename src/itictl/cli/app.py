@@ -105,6 +105,31 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def fast_exit(code) -> None:
+    """After a command that started CUDA (a loaded model: interpreter and CUDA teardown take
+    seconds), leave with os._exit once itictl's background threads (commit fsyncs, work-folder
+    removal) finished and the output is flushed; otherwise return (the normal exit). Not under
+    torchrun (WORLD_SIZE), not for a non-integer exit code; ITICTL_FAST_EXIT=0 turns it off."""
+    import os
+
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    if (os.environ.get("ITICTL_FAST_EXIT", "1") == "0" or os.environ.get("WORLD_SIZE")
+            or not (code is None or isinstance(code, int)) or cuda is None or not cuda.is_initialized()):
+        return
+    import logging
+
+    from itictl.store.atomic import wait_synced
+    from itictl.store.gc import wait_removals
+
+    wait_synced()
+    wait_removals()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code or 0)
+
+
 def _fail(code: int, line: str) -> None:
     from itictl.cli.common import release_leases
     from itictl.secrets import redact
@@ -123,8 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="itictl", standalone_mode=True)
-    except SystemExit:
+    except SystemExit as e:
         release_leases()
+        if argv is None:  # the process's own command line (not a caller's main([...]))
+            fast_exit(e.code)
         raise
     except BaseException as e:  # noqa: BLE001 - one line and a documented exit code for everything
         if debug_enabled() and not isinstance(e, KeyboardInterrupt):

@@ -215,11 +215,34 @@ def build_table(gen: Sequence[GenRow], mc: Sequence[MCRow], origin: str) -> Trut
 
 
 # ---- loading -------------------------------------------------------------------------------------
+_TABLES: dict[tuple, TruthfulQA] = {}  # local tables read by this process, by path and file (size, mtime, inode)
+
+
+def _files_state(data_dir: Path | str) -> tuple | None:
+    d = Path(data_dir).expanduser()
+    try:
+        return (str(d.resolve()),) + tuple((st.st_size, st.st_mtime_ns, st.st_ino)
+                                           for st in ((d / n).stat() for n in (CSV_FILE, MC_FILE)))
+    except OSError:
+        return None  # read_local reports what is missing
+
+
 def load_truthfulqa(data_dir: Path | str | None) -> TruthfulQA:
     """The normalised table from `data_dir` (TruthfulQA.csv + mc_task.json), or from the Hub
-    dataset truthfulqa/truthful_qa (configs generation + multiple_choice) when data_dir is None."""
-    gen, mc, origin = read_hub() if data_dir is None else read_local(data_dir)
-    return build_table(gen, mc, origin=origin)
+    dataset truthfulqa/truthful_qa (configs generation + multiple_choice) when data_dir is None.
+    A local folder is parsed once per process while its two files are unchanged (an eval reads it
+    from several steps); callers treat the table as read-only."""
+    if data_dir is None:
+        gen, mc, origin = read_hub()
+        return build_table(gen, mc, origin=origin)
+    state = _files_state(data_dir)
+    if state is not None and state in _TABLES:
+        return _TABLES[state]
+    gen, mc, origin = read_local(data_dir)
+    tqa = build_table(gen, mc, origin=origin)
+    if state is not None and _files_state(data_dir) == state:  # unchanged while it was read
+        _TABLES[state] = tqa
+    return tqa
 
 
 # ---- store artifact ------------------------------------------------------------------------------
@@ -240,10 +263,25 @@ def ensure_dataset(store, data_dir: Path | str | None):
     return art
 
 
+_READ: dict[tuple, TruthfulQA] = {}  # (object folder, key, table.json's size/mtime/inode) -> digest-checked table
+
+
 def read_dataset(art) -> TruthfulQA:
-    """The table of a `dataset` artifact, digest-checked."""
+    """The table of a `dataset` artifact, digest-checked (once per process: objects are immutable;
+    callers treat the table as read-only)."""
     if art.kind != "dataset":
         raise BadInputError(f"{art.key[:12]} is a {art.kind} object, not a dataset", "pass a dataset ref")
+    try:
+        st = (art.path / TABLE_FILE).stat()
+    except OSError:
+        return _read_table(art)  # reports the missing file
+    memo = (str(art.path), art.key, st.st_size, st.st_mtime_ns, st.st_ino)
+    if memo not in _READ:
+        _READ[memo] = _read_table(art)
+    return _READ[memo]
+
+
+def _read_table(art) -> TruthfulQA:
     doc = art.read_json(TABLE_FILE)
     questions = [Question.from_doc(d) for d in doc["questions"]]
     digest = table_digest(questions)

@@ -45,6 +45,7 @@ class Evaluator:
                                               positions=opts.mc_positions)
         self.text_samples = text_samples
         self._base_mc: list[list[float]] | None = None
+        self._mc_tokens: list | None = None  # mc_plan.GroupTokens per group (self._tokens)
         self._base_gen: list[str] | None = None
         self._base_judged: dict[str, list[float]] = {}
         self._base_text: dict | None = None
@@ -84,12 +85,23 @@ class Evaluator:
             if self._base_mc is None:
                 with self._progress("MC baseline", len(self.groups)) as adv:
                     self._base_mc = score_groups(self.model, self.tok, self.prefix, self.groups, scoring=sc,
-                                                 batch_tokens=self.opts.batch_tokens, progress=adv, dist=self.dist)
+                                                 batch_tokens=self.opts.batch_tokens, progress=adv, dist=self.dist,
+                                                 tokens=self._tokens())
             return [self._base_mc[i] for i in idx]
+        tokens = self._tokens()
         with self._progress("MC intervened", len(idx)) as adv:
             return score_groups(self.model, self.tok, self.prefix, [self.groups[i] for i in idx],
                                 steer=self._steer(deltas), batch_tokens=self.opts.batch_tokens, progress=adv,
-                                dist=self.dist, scoring=sc)
+                                dist=self.dist, scoring=sc, tokens=[tokens[i] for i in idx])
+
+    def _tokens(self) -> list:
+        """The MC texts' token ids (mc_plan.GroupTokens per group), tokenized once at the first MC pass
+        and reused by every pass; every rank tokenizes the same texts, so ranks plan alike."""
+        if self._mc_tokens is None:
+            from itictl.evaluate.mc_plan import tokenize_groups
+
+            self._mc_tokens = tokenize_groups(self.tok, self.groups)
+        return self._mc_tokens
 
     # generation
     def generations(self, idx: Sequence[int], deltas) -> list[str]:

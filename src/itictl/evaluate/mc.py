@@ -6,7 +6,8 @@ answer loop, kept for checks and the benchmark) and `mc_metrics` (TruthfulQA's M
 
 Score of an answer = summed log-prob of its tokens after its context. Answer tokens are located
 from the tokenizer (the tokens that tokenize(context + answer) adds after tokenize(context), or by
-character offsets when the two disagree), never by a hard-coded count.
+character offsets when the two disagree), never by a hard-coded count. Tokenizing and the per-group
+plan live in evaluate/mc_plan.py (`tokenize_groups` once, then `score_groups(..., tokens=)` per subset).
 
 Speed: every context starts with the same prefix (instruction + primer). Contexts and answers are
 tree-packed (compute/packing.py): each row holds the prefix once, then whole questions each
@@ -28,6 +29,7 @@ from typing import Any, Callable, ContextManager, Sequence
 import numpy as np
 
 from itictl.evaluate.logprobs import summed_logprobs
+from itictl.evaluate.mc_plan import GroupTokens, PlanEntry, check_tokens, plan_groups, tokenize_groups
 from itictl.evaluate.mc_positions import ANSWER, Scoring
 from itictl.evaluate.presets import close_answer, mc_context, mc_prefix, split_answers
 
@@ -189,7 +191,8 @@ BATCH_TOKENS = {"cuda": 65536, "cpu": 4096}
 def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer | None = None,
                  batch_tokens: int | None = None, row_tokens: int | None = None,
                  progress: Callable[[int], None] | None = None, stats: dict | None = None,
-                 dist=None, scoring: Scoring = ANSWER) -> list[list[float]]:
+                 dist=None, scoring: Scoring = ANSWER,
+                 tokens: Sequence[GroupTokens] | None = None) -> list[list[float]]:
     """Summed answer log-probs, tree-packed: each row holds the prefix once, then whole questions,
     each followed by its answers (every answer sees the prefix, its question and itself only; see
     compute/packing.py). One forward per ≤ batch_tokens; the LM head runs only on the positions
@@ -197,7 +200,9 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
     Under torchrun (`dist` of world > 1) every rank plans the same forwards, computes the ones
     assign_balanced gives it and all ranks gather every score: the same numbers as one process.
     scoring (evaluate/mc_positions.py): which segment tokens are scored and edited (REFERENCE: the
-    reference's log_probs[3:] and edits from +4)."""
+    reference's log_probs[3:] and edits from +4).
+    tokens: tokenize_groups(tok, groups) computed earlier (evaluate/mc_plan.py; same scores, no
+    re-tokenizing); None tokenizes here."""
     from itictl.compute import distributed as D
     from itictl.compute.packing import supports_tree_masks
 
@@ -209,7 +214,7 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
             stats.update(prefix_tokens=0, fallback_rows=n_rows, rows=n_rows)
         return out
     p_ids = _ids(tok, prefix)
-    plan = _plan(tok, p_ids, groups)
+    plan = _plan(tok, p_ids, groups, tokens)
     if stats is not None:
         stats.update(prefix_tokens=len(p_ids), fallback_rows=sum(len(p[3]) for p in plan), rows=n_rows)
     dist = dist or D.SINGLE
@@ -224,10 +229,6 @@ def score_groups(model, tok, prefix: str, groups: Sequence[Group], steer: Steer 
     for part in D.run_phase("multiple-choice scoring", mine, dist):  # a failure on any rank fails all
         scores.update(part)
     return _collect(model, tok, groups, plan, scores, steer, progress, done_groups, scoring)
-
-
-# plan entry per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows)
-PlanEntry = tuple[int, list[int] | None, list[tuple[int, list[int]]], list[int]]
 
 
 @dataclass
@@ -354,25 +355,10 @@ def _collect(model, tok, groups: Sequence[Group], plan: Sequence[PlanEntry], sco
     return results
 
 
-def _plan(tok, p_ids: list[int], groups: Sequence[Group]) -> list[PlanEntry]:
-    """Per group: (index, question ids after the prefix | None, [(answer row, answer ids)], fallback rows).
-    Tokenises all contexts, then all context + answer texts, in two batched calls (the fast
-    tokenizer encodes a batch in parallel; ids equal one-by-one calls)."""
-    L0 = len(p_ids)
-    ctx_ids = [list(x) for x in tok([g.context for g in groups])["input_ids"]] if groups else []
-    texts = [g.context + cont for g in groups for cont in g.continuations]
-    full_ids = iter([list(x) for x in tok(texts)["input_ids"]] if texts else [])
-    plan = []
-    for gi, (g, c_ids) in enumerate(zip(groups, ctx_ids)):
-        fulls = [next(full_ids) for _ in g.continuations]
-        if c_ids[:L0] != p_ids or len(c_ids) <= L0:
-            plan.append((gi, None, [], list(range(len(g.continuations)))))
-            continue
-        rows, fb = [], []
-        for ri, full in enumerate(fulls):
-            if full[:len(c_ids)] == c_ids and len(full) > len(c_ids):
-                rows.append((ri, full[len(c_ids):]))
-            else:
-                fb.append(ri)
-        plan.append((gi, c_ids[L0:], rows, fb))
-    return plan
+def _plan(tok, p_ids: list[int], groups: Sequence[Group],
+          tokens: Sequence[GroupTokens] | None = None) -> list[PlanEntry]:
+    """plan_groups over `tokens` (tokenize_groups(tok, groups) when None; evaluate/mc_plan.py)."""
+    if tokens is None:
+        tokens = tokenize_groups(tok, groups)
+    check_tokens(groups, tokens)
+    return plan_groups(p_ids, tokens)

@@ -158,6 +158,8 @@ def _model_artifact(store, spec, out, timer, overlap: bool):
     if pre is not None:
         adopted = pre.adopt(store, model_art)
         timer.background.update({f"preload_{k}": v for k, v in pre.seconds.items()}, preload_adopted=adopted)
+        if pre.why:
+            timer.background["preload_refused"] = pre.why
     return model_art
 
 
@@ -212,7 +214,7 @@ def run_eval(store, opts: EvalOptions, out=None, dist=None,
         if dist.is_main:
             store.tag("last-eval", art.key)
         doc = job.doc or art.read_json("eval.json")
-        return art, cached, {**doc, "timings": timer.result()}
+        return art, cached, {**doc, "timings": {**timer.result(), "process": timer.startup()}}
 
 
 @dataclass
@@ -258,6 +260,10 @@ class _Job:
         from itictl.intervene.build import load_deltas
 
         opts, plan = self.opts, self.plan
+        if ctx is not None and len(plan.settings) > 1:  # _write draws the sweep plot
+            from itictl.evaluate.plots import import_in_background
+
+            import_in_background()
         with hooks.timed("eval_setup"):
             model, tok, samples = self._load()
             folds = D.question_folds(plan.n, opts.folds, opts.seed, opts.split)

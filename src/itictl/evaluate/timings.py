@@ -56,6 +56,7 @@ class PhaseTimer:
         self._lists: dict[str, list[float]] = {}
         self._thread = threading.get_ident()
         self._t0 = time.perf_counter()
+        self._wall0 = time.time()
         self._removers: list = []
         self.background: dict[str, Any] = {}  # work overlapped in other threads (not in total_s)
 
@@ -66,6 +67,7 @@ class PhaseTimer:
     def __enter__(self) -> "PhaseTimer":
         self._thread = threading.get_ident()
         self._t0 = time.perf_counter()
+        self._wall0 = time.time()
         self._removers = [hooks.register("timing.start", self._start), hooks.register("timing.end", self._end)]
         return self
 
@@ -117,6 +119,13 @@ class PhaseTimer:
         if self.background:
             doc["background"] = dict(self.background)
         return doc
+
+    def startup(self) -> dict[str, float]:
+        """{"before_s": seconds from the process importing itictl to this timer's start} (Python's
+        own start, the CLI's imports and option handling: not in total_s)."""
+        import itictl
+
+        return {"before_s": round(max(self._wall0 - itictl.STARTED, 0.0), 3)}
 
 
 def rows(timings: dict[str, Any]) -> list[tuple[str, str, str]]:

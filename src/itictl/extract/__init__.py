@@ -3,8 +3,9 @@
 step.py      run_extract: the key, the model/dataset parents, data-parallel protocol
 resumable.py extract_to_h5: plan, compute (resuming), merge into activations.h5
 engine.py    tokenising, batch planning, forwards with o_proj input hooks
-chunks.py    resumable chunk folders and the background chunk writer
+chunks.py    resumable chunk folders, the background chunk writer, the in-memory Assembly
 h5.py        the activations.h5 payload: writer and the Activations reader
+h5_write.py  the big datasets' raw chunks, allocated by HDF5 and written with parallel pwritev
 """
 
 from itictl.extract.chunks import CHUNK_PROMPTS

@@ -114,12 +114,13 @@ class ChunkWriter:
     worker thread gathers batches until a chunk holds CHUNK_PROMPTS prompts, then writes it. Chunks
     end at batch boundaries in submission order, so a resumed run continues the same plan. The
     first failure stops later writes (no chunk after a failed one is written) and is re-raised in
-    the caller; a dying run writes nothing more (its partial chunk is lost, its batches redone)."""
+    the caller; a dying run writes nothing more (its partial chunk is lost, its batches redone).
+    With an `assembly` (single process) the worker also scatters each batch into its arrays."""
 
-    def __init__(self, work: Path, seq: int, device: Any = "cpu"):
+    def __init__(self, work: Path, seq: int, device: Any = "cpu", assembly: Assembly | None = None):
         from itictl.extract.host import HostCopies
 
-        self.work, self.seq = work, seq
+        self.work, self.seq, self.assembly = work, seq, assembly
         self.copies = HostCopies(device)
         self.failed = False
         self.idx: list[np.ndarray] = []   # worker thread only
@@ -130,6 +131,8 @@ class ChunkWriter:
         idx = np.asarray(rows, dtype=np.int64)
 
         def gather(arrs: list) -> None:
+            if self.assembly is not None:
+                self.assembly.put(idx, arrs[0], arrs[1])
             self.idx.append(idx)
             self.head.append(arrs[0])
             if arrs[1] is not None:
@@ -153,7 +156,9 @@ class ChunkWriter:
     def _write(self) -> None:
         if not self.idx:
             return
-        save_chunk(self.work, self.seq, self.idx, self.head, self.resid or None)
+        path = save_chunk(self.work, self.seq, self.idx, self.head, self.resid or None)
+        if self.assembly is not None:
+            self.assembly.saved.add(path)
         self.seq += 1
         self.idx, self.head, self.resid = [], [], []
 
@@ -174,3 +179,44 @@ class ChunkWriter:
         self.copies.__exit__(None, None, None)
 
 
+class Assembly:
+    """A single-process extraction's result arrays, filled in memory while it computes: the
+    ChunkWriter's worker thread scatters each batch's rows into `arrays` ("head" [n, L, W], and
+    "resid" [n, L+1, hidden] when layer-wise) besides writing them to chunk folders (which stay the
+    resume mechanism); `complete` adds the rows of earlier runs' folders, so activations.h5 is
+    written without reading this run's chunks back."""
+
+    def __init__(self, n: int, shapes: dict[str, tuple[int, ...]], dtype: Any):
+        # np.empty: pages are first touched by the worker's scatter, while the device computes
+        self.arrays = {k: np.empty((n, *s), dtype=dtype) for k, s in shapes.items()}
+        self.seen = np.zeros(n, dtype=bool)  # [n] rows put by this run
+        self.saved: set[Path] = set()        # chunk folders this run wrote: their rows are in memory
+
+    def put(self, idx: np.ndarray, head: np.ndarray, resid: np.ndarray | None) -> None:
+        self.arrays["head"][idx] = head
+        if "resid" in self.arrays:
+            self.arrays["resid"][idx] = resid
+        self.seen[idx] = True
+
+    def complete(self, files: list[Path]) -> dict[str, np.ndarray]:
+        """The arrays with every row, equal to merging the chunk folders `files` in order (h5's
+        merge_chunk_files: a prompt in several folders, redone after a resume with another batch
+        size, takes the last one's rows). Folders this run wrote are not read; of the others,
+        only those holding rows not yet filled (idx.npy tells) have their arrays read."""
+        n = len(self.seen)
+        filled = np.zeros(n, dtype=bool)
+        for f in reversed(files):
+            idx = np.load(f / "idx.npy", allow_pickle=False)
+            if f in self.saved:
+                if not self.seen[idx].all():
+                    raise RuntimeError(f"{f.name} holds rows this extraction did not keep in memory")
+            else:
+                new = ~filled[idx]
+                if new.any():
+                    for key, full in self.arrays.items():
+                        data = np.load(f / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+                        full[idx[new]] = data if new.all() else data[new]
+            filled[idx] = True
+        if not filled.all():
+            raise RuntimeError(f"extraction incomplete: {int((~filled).sum())} prompts missing")
+        return self.arrays

@@ -1,4 +1,5 @@
-"""The activations.h5 payload: writing it from chunk folders, and the Activations reader
+"""The activations.h5 payload: writing it (from in-memory arrays or chunk folders; raw chunk
+writes in h5_write), and the Activations reader
 (`keep_loaded()`: one in-memory copy of a file's head-wise activations for a whole block of work)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 
 H5_NAME = "activations.h5"
+CHUNK_ROWS = 512  # prompts per HDF5 chunk of the big datasets (chunks: rows x 1 layer x width)
 
 
 
@@ -20,27 +22,36 @@ def digest16(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
 
+def np_dtype(store_dtype: str):
+    """The numpy dtype activations are stored in for a --store-dtype."""
+    return np.float16 if store_dtype == "float16" else np.float32
+
+
 def write_h5(path: Path, files: list[Path], prompts, n_tokens: np.ndarray, *, fmt: str, dtype: str,
-              store_dtype: str, layer_wise: bool, layout, hidden: int, model_key: str) -> None:
+              store_dtype: str, layer_wise: bool, layout, hidden: int, model_key: str,
+              arrays: dict[str, np.ndarray] | None = None) -> None:
+    """activations.h5 for `prompts`: the big arrays from `arrays` ("head" [N, L, W], "resid"
+    [N, L+1, hidden] when layer-wise: complete, in the stored dtype) when given, else merged from
+    the chunk folders `files`; written as raw chunks in parallel (h5_write)."""
     import h5py
 
+    from itictl.extract.h5_write import create_big, write_chunks
+
     n = len(prompts)
-    np_dt = np.float16 if store_dtype == "float16" else np.float32
-    rows = min(n, 512)
+    np_dt = np_dtype(store_dtype)
+    rows = min(n, CHUNK_ROWS)
+    jobs = []
     with h5py.File(path, "w") as f:
         specs = [("head_wise", "head", (n, layout.n_layers, layout.width))]
         if layer_wise:
             specs.append(("layer_wise", "resid", (n, layout.n_layers + 1, hidden)))
         for name, key, shape in specs:
-            full = np.empty(shape, dtype=np_dt)
-            seen = np.zeros(n, dtype=bool)
-            for p in files:
-                idx = np.load(p / "idx.npy", allow_pickle=False)
-                full[idx] = np.load(p / f"{key}.npy", mmap_mode="r", allow_pickle=False)
-                seen[idx] = True
-            if not seen.all():
-                raise RuntimeError(f"extraction incomplete: {int((~seen).sum())} prompts missing")
-            f.create_dataset(name, data=full, chunks=(rows, 1, shape[2]))
+            full = merge_chunk_files(files, key, shape, np_dt) if arrays is None else arrays[key]
+            if full.shape != shape or full.dtype != np_dt:
+                raise ValueError(f"{key} activations of shape {full.shape} ({full.dtype}), expected {shape}")
+            job = create_big(f, name, full, (rows, 1, shape[2]))
+            if job is not None:
+                jobs.append(job)
             del full
         f.create_dataset("label", data=np.array([int(p.label) for p in prompts], dtype=np.int8))
         f.create_dataset("question_index", data=np.array([p.question_index for p in prompts], dtype=np.int32))
@@ -52,6 +63,21 @@ def write_h5(path: Path, files: list[Path], prompts, n_tokens: np.ndarray, *, fm
         f.attrs.update({"model": model_key, "L": layout.n_layers, "H": layout.n_heads, "D": layout.head_dim,
                         "hidden": hidden, "format": fmt, "dtype": dtype,
                         "store_dtype": store_dtype, "n_prompts": n})
+    write_chunks(path, jobs)
+
+
+def merge_chunk_files(files: list[Path], key: str, shape: tuple[int, ...], np_dt) -> np.ndarray:
+    """[shape] one array (`key`: "head" | "resid") of every chunk folder in `files`, in prompt order
+    (a prompt in several folders takes the last one's rows)."""
+    full = np.empty(shape, dtype=np_dt)
+    seen = np.zeros(shape[0], dtype=bool)
+    for p in files:
+        idx = np.load(p / "idx.npy", allow_pickle=False)
+        full[idx] = np.load(p / f"{key}.npy", mmap_mode="r", allow_pickle=False)
+        seen[idx] = True
+    if not seen.all():
+        raise RuntimeError(f"extraction incomplete: {int((~seen).sum())} prompts missing")
+    return full
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -98,7 +124,7 @@ class Activations:
             return read_all(self.head_wise, threads)
         name = str(Path(self.file.filename).resolve())
         if name not in _KEPT:
-            _KEPT[name] = read_all(self.head_wise, threads)
+            _KEPT[name] = _take_offered(self) if _offered_for(self) else read_all(self.head_wise, threads)
         return _KEPT[name]
 
     def close(self) -> None:
@@ -128,6 +154,38 @@ def keep_loaded() -> Iterator[None]:
     finally:
         if outer is None:
             _KEPT = None
+
+
+# head_wise arrays an extraction of this process just wrote, by the file's (device, inode): the
+# file keeps its inode when the store renames its build folder into objects/. At most 2 (an eval's
+# two extractions); taken by the first keep_loaded() read of that file, after a spot check.
+_OFFERED: dict[tuple[int, int], np.ndarray] = {}
+
+
+def offer(path: Path, head_wise: np.ndarray) -> None:
+    """Let keep_loaded() readers of `path` (once committed) use `head_wise` [N, L, H·D], the array
+    just written there, instead of reading the file back."""
+    st = Path(path).stat()
+    _OFFERED[(st.st_dev, st.st_ino)] = head_wise
+    while len(_OFFERED) > 2:
+        _OFFERED.pop(next(iter(_OFFERED)))
+
+
+def _offered_for(acts: "Activations") -> bool:
+    if not _OFFERED:
+        return False
+    st = Path(acts.file.filename).stat()
+    arr = _OFFERED.get((st.st_dev, st.st_ino))
+    ds = acts.head_wise
+    if arr is None or arr.shape != ds.shape or arr.dtype != ds.dtype:
+        return False
+    n = arr.shape[0]  # the same data: first and last prompt, first and last layer (a reused inode fails here)
+    return all(np.array_equal(arr[i, l], ds[i, l]) for i in (0, n - 1) for l in (0, arr.shape[1] - 1))
+
+
+def _take_offered(acts: "Activations") -> np.ndarray:
+    st = Path(acts.file.filename).stat()
+    return _OFFERED.pop((st.st_dev, st.st_ino))
 
 
 def keeping() -> bool:

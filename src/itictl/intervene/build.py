@@ -101,14 +101,16 @@ def heads_and_directions(probes, k: int, kind: str, seed: int,
 
 
 def build_deltas(probes, tuning_hw: np.ndarray, *, heads: int, alpha: float, direction: str, seed: int,
-                 tie_break: str = "lower"):
+                 tie_break: str = "lower", rows: np.ndarray | None = None):
     """(deltas {layer: [H·D] float32}, chosen heads, sigma [K]) from probes and tuning activations.
 
-    tuning_hw: the tuning activations σ is taken over [N, L, H, D] (the training questions', or all).
+    tuning_hw: tuning activations [N, L, H, D]; σ is taken over its `rows` (the training questions'
+    prompts; None: all), gathered per chosen head (no copy of the whole selection).
     """
     _, H, D = probes.layout
     chosen, theta = heads_and_directions(probes, heads, direction, seed, tie_break)  # theta [K, D]
-    sigma = np.array([np.std(tuning_hw[:, l, h, :].astype(np.float64) @ theta[i]) for i, (l, h) in enumerate(chosen)])
+    sel = slice(None) if rows is None else rows
+    sigma = np.array([np.std(tuning_hw[sel, l, h, :].astype(np.float64) @ theta[i]) for i, (l, h) in enumerate(chosen)])
     deltas: dict[int, np.ndarray] = {}
     for i, (l, h) in enumerate(chosen):
         vec = deltas.setdefault(l, np.zeros(H * D, dtype=np.float64))
@@ -171,7 +173,7 @@ def run_intervene(store, probes_art, tuning_art, *, heads: int, alpha: float, di
         if len(rows) < 2:
             raise BadInputError("the tuning activations contain (almost) none of the probes' training questions",
                                 "extract the tuning set over the same questions as the probes")
-        deltas, chosen, sigma = build_deltas(probes, tun.head_wise[rows], heads=heads, alpha=alpha,
+        deltas, chosen, sigma = build_deltas(probes, tun.head_wise, heads=heads, alpha=alpha, rows=rows,
                                              direction=direction, seed=seed, tie_break=tie_break)
         doc = {"heads": [list(x) for x in chosen], "sigma": [float(s) for s in sigma], "alpha": float(alpha),
                "direction": direction, "seed": int(seed), "model_key": p_model,

@@ -145,7 +145,15 @@ def _build_from_gguf(ref: ModelRef, hf_dir: Path, quiet: bool | None = None) -> 
 
 
 def _describe_remote(ref: ModelRef, trust_remote_code: bool) -> dict[str, Any]:
-    """model.json for Hub and folder sources: only the config is read (no weights)."""
+    """model.json for Hub and folder sources: only the config is read (no weights). Under the
+    transformers import lock (models/tf_imports.py): a preload thread may be importing it."""
+    from itictl.models.tf_imports import LOCK
+
+    with LOCK:
+        return _describe_remote_locked(ref, trust_remote_code)
+
+
+def _describe_remote_locked(ref: ModelRef, trust_remote_code: bool) -> dict[str, Any]:
     from transformers import AutoConfig
 
     if ref.source == "folder":
@@ -288,8 +296,15 @@ def _load(store, model_art, info: dict[str, Any], dt: str, dev: str, trust_remot
 
 def from_pretrained(where: str, kwargs: dict[str, Any], info: dict[str, Any], dt: str, dev: str,
                     trust_remote_code: bool = False, dmap: str | dict[str, str] | None = None,
-                    art: Any = None) -> LoadedModel:
-    """Tokenizer and model from a folder or repo (`where`) in eval mode on `dev` (or `dmap`)."""
+                    art: Any = None, fast: Any = None) -> LoadedModel:
+    """Tokenizer and model from a folder or repo (`where`) in eval mode on `dev` (or `dmap`). A local
+    safetensors folder on one device has its weights moved by models/fast_load.py (the reads start
+    first and overlap transformers' import and the tokenizer's load); `fast`: a fast_load.Loading of
+    `where` already started by the caller."""
+    from itictl.models import fast_load
+
+    if fast is None and fast_load.eligible(where, kwargs, dev, dmap, trust_remote_code):
+        fast = fast_load.Loading(where, dev)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     load_kwargs: dict[str, Any] = {"dtype": torch_dtype(dt), "trust_remote_code": trust_remote_code, **kwargs}
@@ -303,7 +318,7 @@ def from_pretrained(where: str, kwargs: dict[str, Any], info: dict[str, Any], dt
         if isinstance(dmap, dict):
             check_map_covers(where, kwargs, dmap, trust_remote_code)
         tok = AutoTokenizer.from_pretrained(where, trust_remote_code=trust_remote_code, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
+        model = fast.model(dt) if fast is not None else AutoModelForCausalLM.from_pretrained(where, **load_kwargs)
     except OSError as e:
         if info.get("weights") == "hub":
             raise RemoteError(f"cannot fetch {where} ({str(e).splitlines()[0][:120]})",

@@ -20,6 +20,7 @@ instant and the model may not be needed at all), for non-folder models, device m
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -47,43 +48,78 @@ class Preload:
         self.stats = _stats(folder)
         self.lm: Any = None
         self.error: BaseException | None = None
+        self.why: str | None = None  # why adopt() refused the load
         self.seconds: dict[str, float] = {}
         self.thread = threading.Thread(target=self._run, name="itictl-preload", daemon=True)
+        from itictl.store import digests
+
+        digests.RESERVED = max(2, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity")
+                               else (os.cpu_count() or 2) // 2)  # the hash beside this thread leaves it cores
         self.thread.start()
 
     def _run(self) -> None:
         try:
+            self._load()
+        finally:
+            from itictl.store import digests
+
+            digests.RESERVED = 0
+
+    def _load(self) -> None:
+        try:
             t = time.perf_counter()
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
+            import torch  # noqa: F401 (transformers is imported by from_pretrained, while the weights are read)
 
             from itictl.models.devices import resolve_device, resolve_dtype
             from itictl.models.loading import from_pretrained, hf_quiet
 
-            self.seconds["import_s"] = round(time.perf_counter() - t, 3)
+            self.seconds["import_torch_s"] = round(time.perf_counter() - t, 3)
             self.device = resolve_device(self.device)  # as load_model resolves them
             self.dtype = resolve_dtype(self.dtype, self.device)
             if self.device == "cuda":  # several GPUs: 'auto' shards with a device map, not ours to guess
                 return
             t = time.perf_counter()
+            from itictl.models import fast_load
+            from itictl.models.tf_imports import import_for_loading
+
+            fast = (fast_load.Loading(self.folder, self.device)  # the reads go on while transformers is imported
+                    if fast_load.eligible(str(self.folder), {}, self.device, None, False) else None)
+            import_for_loading(self.folder)  # under the lock the main thread's config read takes too
             with hf_quiet(None):
-                self.lm = from_pretrained(str(self.folder), {}, {"name": self.folder.name}, self.dtype, self.device)
+                self.lm = from_pretrained(str(self.folder), {}, {"name": self.folder.name}, self.dtype, self.device,
+                                          fast=fast)
             self.seconds["model_load_s"] = round(time.perf_counter() - t, 3)
+            if fast is not None:
+                self.seconds.update({f"fast_{k}": v for k, v in fast.seconds.items()})
         except BaseException as e:  # the normal path loads again and reports it
             self.error = e
 
     def adopt(self, store, model_art) -> bool:
-        """Wait for the load; give it to load_model's memo when it is safe (see the module docstring)."""
+        """Wait for the load; give it to load_model's memo when it is safe (see the module docstring).
+        When it is not, `why` says so (the eval's timings record it)."""
         self.thread.join()
         lm, self.lm = self.lm, None
         info = model_art.read_json("model.json")
-        ok = (lm is not None and info.get("source") == "folder" and info.get("weights") == "folder"
-              and Path(info.get("location", "")).resolve() == self.folder and _stats(self.folder) == self.stats)
-        if ok:
+        self.why = self._refusal(lm, info)
+        if self.why is None:
             from itictl.models.loading import remember
 
             remember(store, model_art, lm, self.device)
-        return ok
+        return self.why is None
+
+    def _refusal(self, lm, info: dict) -> str | None:
+        if lm is None:
+            if self.error is not None:
+                first = (str(self.error).splitlines() or [""])[0][:160]
+                return f"load failed: {type(self.error).__name__}: {first}"
+            return "not loaded (several GPUs: sharded by the normal path)"
+        if info.get("source") != "folder" or info.get("weights") != "folder":
+            return "the model artifact is not this folder's"
+        if Path(info.get("location", "")).resolve() != self.folder:
+            return "the model artifact names another folder"
+        if _stats(self.folder) != self.stats:
+            return "the folder's files changed while it was loaded"
+        return None
 
 
 def start(store, model_spec: str | None, dtype: str, device: str) -> Preload | None:

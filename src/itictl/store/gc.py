@@ -55,6 +55,7 @@ def gc(store: "Store", roots: Iterable[str] = (), *, dry_run: bool = False, work
     """Mark from refs + `roots`, sweep the other objects and the tmp/ entries the rules above allow.
     Returns {removed, kept, freed_bytes, tmp_removed, work_kept, dry_run}."""
     store.ensure()
+    wait_removals()
     with flock(store.lease_path, exclusive=True):
         keep = reachable(store, roots)
         doomed = [k for k in store.iter_keys() if k not in keep]
@@ -114,6 +115,35 @@ def rm(store: "Store", key: str) -> None:
     for name, k in list_refs(store).items():
         if k == key:
             (store.refs_dir / name).unlink(missing_ok=True)
+
+
+def remove_later(store: "Store", d: Path) -> None:
+    """Rename a folder into tmp/trash.* now and delete it in a background thread (the process
+    waits for it at exit; a process killed before leaves the trash.* to gc). For leftovers such as
+    a finished step's work folder (1.5 GB of chunk files after a 7B extraction: ~0.6 s of unlinks)."""
+    import threading
+
+    if not d.exists():
+        return
+    trash = store.tmp / f"trash.{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(d, trash)
+    except OSError:
+        shutil.rmtree(d, ignore_errors=True)
+        return
+    t = threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
+                         name="itictl-remove", daemon=False)
+    _REMOVING.append(t)
+    t.start()
+
+
+_REMOVING: list = []  # remove_later's threads (gc waits for them: its report never lists their trash)
+
+
+def wait_removals() -> None:
+    """Wait until every remove_later of this process finished."""
+    while _REMOVING:
+        _REMOVING.pop().join()
 
 
 def remove_tree(store: "Store", d: Path) -> None:

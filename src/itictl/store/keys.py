@@ -28,8 +28,13 @@ def _check_finite(obj: Any, path: str = "params") -> None:
 
 
 def canonical_json(obj: Any) -> str:
-    _check_finite(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """The canonical text; NaN/inf are refused (json's allow_nan=False finds them in C; the slow walk
+    only runs then, to name where the value is)."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        _check_finite(obj)
+        raise
 
 
 def sha256_text(text: str) -> str:

@@ -225,7 +225,7 @@ class Store:
             head = {"key": key, "kind": kind, "schema_version": schema_version, "step_version": step_version,
                     "params": dict(params), "parents": parents}
             self._build_and_commit(head, build)
-            shutil.rmtree(self.work_dir(key), ignore_errors=True)
+            gc_mod.remove_later(self, self.work_dir(key))  # the finished step's work, off the critical path
             return self.get(key), False
 
     def _build_and_commit(self, head: dict[str, Any], build: Callable[[BuildContext], None]) -> None:
