@@ -55,7 +55,7 @@ def weight_files(folder: Path) -> list[Path] | None:
 
 
 def eligible(where: str, kwargs: dict[str, Any], dev: str, dmap: Any, trust_remote_code: bool) -> bool:
-    """Whether load() may stand in for from_pretrained(where, **kwargs) on `dev` (module docstring)."""
+    """Whether Loading may stand in for from_pretrained(where, **kwargs) on `dev` (module docstring)."""
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if kwargs or dmap is not None or trust_remote_code or not str(dev).startswith("cuda:"):
@@ -125,7 +125,7 @@ def read_safetensors(files: list[Path], device: str = "cpu", threads: int = THRE
 
     dev = torch.device(device)
     tensors, pieces, fds = _plan(files, dev)
-    pieces.sort(key=lambda p: p[2] - p[3])  # big pieces first: the threads finish together
+    pieces.sort(key=lambda p: p[3] - p[2])  # take() pops from the end: big pieces first, the threads finish together
     lock = threading.Lock()
     errors: list[BaseException] = []
 
@@ -162,7 +162,8 @@ def _cpu_worker(take, dev) -> None:
 
 
 def _gpu_worker(take, dev) -> None:
-    """Read pieces into two page-locked buffers in turn; copy each to the device on this thread's stream."""
+    """Read pieces into two page-locked buffers in turn; copy each to the device on this thread's stream.
+    The buffers go back to torch's page-locked cache (reused by the extraction's device->host copies)."""
     import torch
 
     stream = torch.cuda.Stream(dev)
