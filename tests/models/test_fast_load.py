@@ -112,6 +112,14 @@ def test_eligible_only_where_it_may(tmp_path, monkeypatch):
     assert F.weight_files(folder) is None and not F.eligible(where, {}, "cuda:0", None, False)
 
 
+def test_floating_tensors_must_be_stored_in_the_load_dtype(tmp_path):
+    """An fp32 folder loaded as fp16 takes from_pretrained's tensor-by-tensor conversion (no 1.5x peak)."""
+    folder = tiny_folder(tmp_path / "m")  # saved in float32
+    assert F.eligible(str(folder), {}, "cuda:0", None, False, "float32")
+    assert not F.eligible(str(folder), {}, "cuda:0", None, False, "float16")
+    assert F.eligible(str(folder), {}, "cuda:0", None, False)  # no dtype given: any
+
+
 def test_unknown_dtype_is_not_eligible(tmp_path):
     import struct
 
@@ -139,8 +147,8 @@ def test_load_model_on_a_gpu_uses_it_and_equals_from_pretrained(tmp_path, store,
     made = []
     monkeypatch.setattr(F, "Loading", lambda *a, _real=F.Loading: made.append(a) or _real(*a))
     folder = tiny_folder(tmp_path / "m")
-    lm = load_model(store, ensure_model(store, str(folder)), device="cuda:0", dtype="float16")
-    ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float16, device_map={"": "cuda:0"})
+    lm = load_model(store, ensure_model(store, str(folder)), device="cuda:0", dtype="float32")
+    ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": "cuda:0"})
     assert len(made) == 1
     _assert_same_model(ref, lm.model)
 
@@ -152,5 +160,5 @@ def test_warm_kernels_runs_and_leaves_the_weights_alone(tmp_path):
     folder = tiny_folder(tmp_path / "m")
     sd = F.read_safetensors(F.weight_files(folder), "cpu")
     before = {k: v.clone() for k, v in sd.items()}
-    F.warm_kernels(sd, folder, "cpu", tokens=16)
+    assert F.warm_kernels(sd, folder, "cpu", tokens=16) is True
     assert all(torch.equal(sd[k], before[k]) for k in sd)

@@ -16,9 +16,11 @@ differs. tests/models/test_fast_load.py checks parameters, buffers, config, gene
 logits against from_pretrained(folder).
 
 Used for a local folder (a folder model, or the embedded model's cached hf/ folder) whose weights
-are all safetensors of plain dtypes, without a quantization config, adapter or remote code, loaded
-onto one GPU (no device map). On the CPU from_pretrained memory-maps the files, which a read cannot
-beat (benchmarks/weights.py: 0.03 s against 0.5 s for 0.8 GB once the modules are imported).
+are all safetensors of plain dtypes, floating ones stored in the load's dtype (an fp32 checkpoint
+loaded as fp16 converts tensor by tensor in from_pretrained, without a 1.5x peak on the device),
+without a quantization config, adapter or remote code, loaded onto one GPU (no device map). On the
+CPU from_pretrained memory-maps the files, which a read cannot beat (benchmarks/weights.py: 0.03 s
+against 0.5 s for 0.8 GB once the modules are imported).
 Everything else, and `ITICTL_FAST_LOAD=0`, uses from_pretrained(folder).
 """
 
@@ -54,8 +56,12 @@ def weight_files(folder: Path) -> list[Path] | None:
     return [single] if single.is_file() else None
 
 
-def eligible(where: str, kwargs: dict[str, Any], dev: str, dmap: Any, trust_remote_code: bool) -> bool:
-    """Whether Loading may stand in for from_pretrained(where, **kwargs) on `dev` (module docstring)."""
+def eligible(where: str, kwargs: dict[str, Any], dev: str, dmap: Any, trust_remote_code: bool,
+             dtype: str | None = None) -> bool:
+    """Whether Loading may stand in for from_pretrained(where, **kwargs) on `dev` (module docstring).
+    `dtype` (the load's): every floating tensor must already be stored in it. Loading puts the file's
+    tensors on the device as they are, so an fp32 checkpoint loaded as fp16 would briefly need 1.5×
+    the fp32 size there, where from_pretrained converts tensor by tensor; such folders take its path."""
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     if kwargs or dmap is not None or trust_remote_code or not str(dev).startswith("cuda:"):
@@ -69,10 +75,12 @@ def eligible(where: str, kwargs: dict[str, Any], dev: str, dmap: Any, trust_remo
         return False
     if not isinstance(config, dict) or "quantization_config" in config or "auto_map" in config:
         return False
-    try:  # every tensor of a dtype read_safetensors knows (headers only)
-        return all(info.get("dtype") in _DTYPES for f in weight_files(folder) for info in _header(f)[1].values())
+    try:  # every tensor of a dtype read_safetensors knows, floating ones in the load's (headers only)
+        kinds = {info.get("dtype") for f in weight_files(folder) for info in _header(f)[1].values()}
     except (OSError, ValueError, struct.error, AttributeError):
         return False
+    floats = {_DTYPES[k] for k in kinds & set(_DTYPES) if k.startswith(("F", "BF"))}
+    return kinds <= set(_DTYPES) and (dtype is None or floats <= {dtype})
 
 
 def _header(path: Path) -> tuple[int, dict[str, Any]]:
@@ -208,8 +216,10 @@ class Loading:
         if self.dev.startswith("cuda") and os.environ.get(WARM_ENV, "1") != "0":
             t = time.perf_counter()
             try:
-                warm_kernels(self._box["sd"], self.folder, self.dev)
-                self.seconds["warm_s"] = round(time.perf_counter() - t, 3)
+                if warm_kernels(self._box["sd"], self.folder, self.dev):
+                    self.seconds["warm_s"] = round(time.perf_counter() - t, 3)
+                else:
+                    self.seconds["warm_skipped"] = "less than 4 GiB free on the GPU"
             except Exception as e:  # only a head start: the steps pay these costs themselves otherwise
                 self.seconds["warm_error"] = f"{type(e).__name__}: {str(e)[:120]}"
 
@@ -236,15 +246,18 @@ class Loading:
         return model
 
 
-def warm_kernels(sd: dict[str, Any], folder: Path, dev: str, tokens: int = 8192) -> None:
+def warm_kernels(sd: dict[str, Any], folder: Path, dev: str, tokens: int = 8192) -> bool:
     """Pay the GPU's first-use costs while the caller still imports transformers (the reads are
     done by then): cuBLAS/cuBLASLt and the matmul kernels of the model's weight shapes at a
     forward's token count, scaled-dot-product attention with a boolean mask at the model's head
     size, the elementwise kernels of a decoder layer and of log-softmax, and cuSOLVER's Cholesky
-    (the probe solver's). Throwaway tensors; nothing of the model is changed. ITICTL_WARM_KERNELS=0
-    turns it off."""
+    (the probe solver's). Throwaway tensors (~1.5 GB at most for a 7B shape); nothing of the model is
+    changed. Skipped (-> False) when the GPU has less than 4 GiB free; ITICTL_WARM_KERNELS=0 turns it off."""
     import torch
     import torch.nn.functional as F
+
+    if str(dev).startswith("cuda") and torch.cuda.mem_get_info(dev)[0] < (4 << 30):
+        return False
 
     cfg = json.loads((folder / "config.json").read_text())
     mats = {tuple(t.shape): t for n, t in sd.items() if t.dim() == 2 and t.is_floating_point() and t.shape[0] < 65536
@@ -267,3 +280,4 @@ def warm_kernels(sd: dict[str, Any], folder: Path, dev: str, tokens: int = 8192)
         torch.cholesky_solve(torch.ones(2, 4, 1, device=dev, dtype=torch.float64), torch.linalg.cholesky_ex(a)[0])
     if str(dev).startswith("cuda"):
         torch.cuda.synchronize(dev)
+    return True

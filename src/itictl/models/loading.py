@@ -303,7 +303,7 @@ def from_pretrained(where: str, kwargs: dict[str, Any], info: dict[str, Any], dt
     `where` already started by the caller."""
     from itictl.models import fast_load
 
-    if fast is None and fast_load.eligible(where, kwargs, dev, dmap, trust_remote_code):
+    if fast is None and fast_load.eligible(where, kwargs, dev, dmap, trust_remote_code, dt):
         fast = fast_load.Loading(where, dev)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

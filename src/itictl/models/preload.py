@@ -83,7 +83,7 @@ class Preload:
             from itictl.models.tf_imports import import_for_loading
 
             fast = (fast_load.Loading(self.folder, self.device)  # the reads go on while transformers is imported
-                    if fast_load.eligible(str(self.folder), {}, self.device, None, False) else None)
+                    if fast_load.eligible(str(self.folder), {}, self.device, None, False, self.dtype) else None)
             import_for_loading(self.folder)  # under the lock the main thread's config read takes too
             with hf_quiet(None):
                 self.lm = from_pretrained(str(self.folder), {}, {"name": self.folder.name}, self.dtype, self.device,
