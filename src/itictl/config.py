@@ -1,4 +1,5 @@
-"""Where things live: the store root and the TruthfulQA data directory.
+"""Where things live: the store root and the TruthfulQA data directory; and `cores()`, the CPU
+cores this process may run on (the one count every thread pool sizes itself by).
 
 Precedence for the store: `--store` > `$ITICTL_HOME` > the platformdirs user data dir.
 Precedence for data: `--data` > `$ITICTL_DATA` > the Hugging Face Hub (when online).
@@ -33,3 +34,8 @@ def data_dir(cli_value: str | os.PathLike | None = None) -> Path | None:
 
 def debug_enabled() -> bool:
     return os.environ.get("ITICTL_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -21,9 +21,6 @@ def test_preloaded_model_is_adopted_and_equals_a_plain_load(tmp_path, store):
     pre.thread.join()
     loaded = pre.lm
     assert pre.adopt(store, art) is True and pre.error is None and pre.why is None
-    from itictl.store import digests
-
-    assert digests.RESERVED == 0  # the cores reserved while it loaded are given back
     lm = load_model(store, art, dtype="float32", device="cpu")
     assert lm is loaded and lm.art.key == art.key and lm.dtype == "float32"  # from the memo
     plain = load_model(store, art, dtype="float32", device="cpu", fresh=True)

@@ -86,11 +86,11 @@ def test_commit_dir_publishes_a_whole_folder(tmp_path):
 
 
 def test_commit_dir_fsyncs_the_parent_in_the_background(tmp_path, monkeypatch):
-    """The rename is visible at once; the parent's fsync runs in a thread that wait_synced joins
-    (the process joins it at exit: it is not a daemon)."""
+    """The rename is visible at once; the parent's fsync runs in a non-daemon thread that
+    store.later.wait joins (Python joins it at exit too)."""
     import threading
 
-    from itictl.store import atomic
+    from itictl.store import atomic, later
 
     gate, synced = threading.Event(), []
 
@@ -104,7 +104,7 @@ def test_commit_dir_fsyncs_the_parent_in_the_background(tmp_path, monkeypatch):
     dst = tmp_path / "objects" / "k"
     commit_dir(src, dst)
     assert dst.is_dir() and synced == []  # published before its fsync finished
-    assert all(not t.daemon for t in atomic._SYNCING)
+    assert later.pending() and all(not t.daemon for t in later.pending())
     gate.set()
-    atomic.wait_synced()
-    assert synced == [dst.parent] and atomic._SYNCING == []
+    later.wait()
+    assert synced == [dst.parent] and later.pending() == []

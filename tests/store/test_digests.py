@@ -111,16 +111,17 @@ def test_folder_identity_of_a_large_weight_file_uses_the_block_digest(store, tmp
     assert got["config.json"].startswith("sha256-blocks64m:")  # every file from BLOCKS_MIN on
 
 
-def test_reserved_cores_are_left_to_other_work(monkeypatch):
-    """A running model preload reserves cores for its imports: the hashing threads use the rest (≥ 1)."""
-    import os
-
+def test_leaving_cores_is_scoped():
+    """While a model preload runs, the eval's hash leaves cores to it (leaving_cores); ≥ 1 always,
+    nested blocks restore the outer value."""
+    from itictl.config import cores
     from itictl.store import digests as G
 
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    monkeypatch.setattr(G, "RESERVED", 0)
+    n = cores()
     assert G._cores() == n
-    monkeypatch.setattr(G, "RESERVED", 2)
-    assert G._cores() == max(1, n - 2)
-    monkeypatch.setattr(G, "RESERVED", 10_000)
-    assert G._cores() == 1
+    with G.leaving_cores(2):
+        assert G._cores() == max(1, n - 2)
+        with G.leaving_cores(10_000):
+            assert G._cores() == 1
+        assert G._cores() == max(1, n - 2)
+    assert G._cores() == n

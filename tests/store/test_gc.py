@@ -152,7 +152,7 @@ def test_interrupted_extraction_survives_gc_and_resumes(cli, tmp_path, tqa_dir, 
 def test_finished_work_folder_is_removed_in_the_background(store):
     """A completed step's work folder leaves tmp/ at once (renamed to trash.*) and is deleted by a
     thread; gc waits for that thread, so it never reports the trash."""
-    from itictl.store import gc as G
+    from itictl.store import later
 
     def build(ctx):
         ctx.work.mkdir(parents=True, exist_ok=True)
@@ -161,6 +161,6 @@ def test_finished_work_folder_is_removed_in_the_background(store):
 
     art, cached = store.produce("thing", {"bg": 1}, {}, build)
     assert not cached and not store.work_dir(art.key).exists()
-    G.wait_removals()
+    later.wait()
     assert [p.name for p in store.tmp.iterdir()] == []
     assert store.gc(roots=[art.key])["tmp_removed"] == []

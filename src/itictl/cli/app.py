@@ -119,11 +119,9 @@ def fast_exit(code) -> None:
         return
     import logging
 
-    from itictl.store.atomic import wait_synced
-    from itictl.store.gc import wait_removals
+    from itictl.store import later
 
-    wait_synced()
-    wait_removals()
+    later.wait()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -151,10 +151,13 @@ def _model_artifact(store, spec, out, timer, overlap: bool):
     """pipeline.model_of; a local folder whose digests are not cached yet is loaded in the background
     while it is hashed (models/preload.py), the overlapped seconds go to timings['background']."""
     from itictl import pipeline
+    from itictl.config import cores
     from itictl.models import preload
+    from itictl.store.digests import leaving_cores
 
     pre = preload.start(store, spec.model, spec.dtype, spec.device) if overlap else None
-    model_art = pipeline.model_of(store, spec, out)
+    with leaving_cores(max(2, cores() // 2) if pre is not None else 0):  # the preload thread's imports
+        model_art = pipeline.model_of(store, spec, out)
     if pre is not None:
         adopted = pre.adopt(store, model_art)
         timer.background.update({f"preload_{k}": v for k, v in pre.seconds.items()}, preload_adopted=adopted)

@@ -124,7 +124,8 @@ class Activations:
             return read_all(self.head_wise, threads)
         name = str(Path(self.file.filename).resolve())
         if name not in _KEPT:
-            _KEPT[name] = _take_offered(self) if _offered_for(self) else read_all(self.head_wise, threads)
+            offered = _OFFERED.pop(name, None)
+            _KEPT[name] = offered if offered is not None else read_all(self.head_wise, threads)
         return _KEPT[name]
 
     def close(self) -> None:
@@ -156,36 +157,18 @@ def keep_loaded() -> Iterator[None]:
             _KEPT = None
 
 
-# head_wise arrays an extraction of this process just wrote, by the file's (device, inode): the
-# file keeps its inode when the store renames its build folder into objects/. At most 2 (an eval's
-# two extractions); taken by the first keep_loaded() read of that file, after a spot check.
-_OFFERED: dict[tuple[int, int], np.ndarray] = {}
+# head_wise arrays an extraction of this process just committed, by the object file's resolved path
+# (store objects are immutable, the same reason keep_loaded keys by path); at most 2 (an eval's two
+# extractions), taken by the first keep_loaded() read of that file.
+_OFFERED: dict[str, np.ndarray] = {}
 
 
 def offer(path: Path, head_wise: np.ndarray) -> None:
-    """Let keep_loaded() readers of `path` (once committed) use `head_wise` [N, L, H·D], the array
-    just written there, instead of reading the file back."""
-    st = Path(path).stat()
-    _OFFERED[(st.st_dev, st.st_ino)] = head_wise
+    """Let keep_loaded() readers of the committed activations file `path` use `head_wise`
+    [N, L, H·D], the array the extraction wrote there, instead of reading the file back."""
+    _OFFERED[str(Path(path).resolve())] = head_wise
     while len(_OFFERED) > 2:
         _OFFERED.pop(next(iter(_OFFERED)))
-
-
-def _offered_for(acts: "Activations") -> bool:
-    if not _OFFERED:
-        return False
-    st = Path(acts.file.filename).stat()
-    arr = _OFFERED.get((st.st_dev, st.st_ino))
-    ds = acts.head_wise
-    if arr is None or arr.shape != ds.shape or arr.dtype != ds.dtype:
-        return False
-    n = arr.shape[0]  # the same data: first and last prompt, first and last layer (a reused inode fails here)
-    return all(np.array_equal(arr[i, l], ds[i, l]) for i in (0, n - 1) for l in (0, arr.shape[1] - 1))
-
-
-def _take_offered(acts: "Activations") -> np.ndarray:
-    st = Path(acts.file.filename).stat()
-    return _OFFERED.pop((st.st_dev, st.st_ino))
 
 
 def keeping() -> bool:
@@ -227,8 +210,9 @@ def read_chunks(ds, consume, threads: int | None = None) -> None:
         consume(region, buf[tuple(slice(0, r.stop - r.start) for r in region)])
 
     try:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        with ThreadPoolExecutor(threads or min(8, cores)) as pool:
+        from itictl.config import cores
+
+        with ThreadPoolExecutor(threads or min(8, cores())) as pool:
             list(pool.map(read_chunk, chunks))
     finally:
         os.close(fd)

@@ -78,7 +78,9 @@ def write_chunks(path: Path, jobs: list[ChunkJob], threads: int | None = None) -
         _pwrite_all(fd, buf.reshape(-1).view(np.uint8), addr, size, path)
 
     try:
-        with ThreadPoolExecutor(threads or min(8, _cores())) as pool:
+        from itictl.config import cores
+
+        with ThreadPoolExecutor(threads or min(8, cores())) as pool:
             list(pool.map(write, work))
     finally:
         os.close(fd)
@@ -94,6 +96,3 @@ def _pwrite_all(fd: int, view: np.ndarray, addr: int, size: int, path: Path) -> 
             raise OSError(f"short write of an HDF5 chunk in {path}")
         done += k
 
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

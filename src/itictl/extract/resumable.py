@@ -12,7 +12,7 @@ import numpy as np
 
 from itictl.extract.chunks import Assembly, ChunkWriter, chunk_dirs, load_done, rank_work_dir
 from itictl.extract.engine import default_batch_tokens
-from itictl.extract.h5 import digest16, np_dtype, offer, write_h5
+from itictl.extract.h5 import digest16, np_dtype, write_h5
 
 
 def compute_batches(model, items, batches, work: Path, *, layer_wise: bool, store_dtype: str, device, pad_id: int,
@@ -58,8 +58,9 @@ def _sync(device) -> None:
 
 def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *, fmt: str, model_key: str, dtype: str,
                   layer_wise: bool, store_dtype: str, batch_tokens: int | None, device, out=None,
-                  dist=None, fuse: str = "off") -> dict[str, Any]:
+                  dist=None, fuse: str = "off", keep: dict | None = None) -> dict[str, Any]:
     """Compute (resuming from `work`) and write activations.h5 for `prompts`; returns metadata.
+    `keep` (a dict): receives "head", the head-wise array written (single process only).
 
     With `dist` of world > 1 every rank calls this with the same prompts: all ranks plan the
     batches exactly as one process would (same batch_tokens), each computes the batches
@@ -83,8 +84,8 @@ def extract_to_h5(model, tokenizer, prompts, h5_path: Path | None, work: Path, *
     t_h5 = time.time()
     write_h5(h5_path, files, prompts, ex.n_tokens, fmt=fmt, dtype=dtype, store_dtype=store_dtype,
              layer_wise=layer_wise, layout=ex.layout, hidden=ex.hidden, model_key=model_key, arrays=arrays)
-    if arrays is not None:  # an eval's probe steps take it from memory instead of reading the file back
-        offer(h5_path, arrays["head"])
+    if arrays is not None and keep is not None:  # the caller offers it once the object is committed
+        keep["head"] = arrays["head"]
     ex.assembly = None
     t_end = time.time()
     write = {"write_s": t_end - t_write, "write_h5_s": t_end - t_h5}

@@ -75,16 +75,23 @@ def run_extract(store, model_spec: str | None, fmt: str, data_dir: Path | str | 
 
     if not dist.distributed:
         params, model_art, ds_art = resolve()
+        kept: dict[str, Any] = {}
 
         def build(ctx) -> None:
             from itictl.models import resolve_device
 
             real_dev = resolve_device(device)
             _build(ctx, store, model_art, ds_art, params, device=real_dev, batch_tokens=batch_tokens, out=out,
-                   device_map=device_map, fuse=fuse)
+                   device_map=device_map, fuse=fuse, keep=kept)
 
         with hooks.timed(f"extract:{fmt}"):
-            return store.produce("activations", params, _parents(model_art, ds_art), build, step_version=STEP_VERSION)
+            art, cached = store.produce("activations", params, _parents(model_art, ds_art), build,
+                                        step_version=STEP_VERSION)
+        if "head" in kept:  # an eval's probe steps take the array from memory, not from the file
+            from itictl.extract.h5 import offer
+
+            offer(art.path / H5_NAME, kept.pop("head"))
+        return art, cached
     with hooks.timed(f"extract:{fmt}"):
         return _run_extract_dp(store, dist, resolve, device=device, batch_tokens=batch_tokens, out=out, fuse=fuse)
 
@@ -160,7 +167,8 @@ def _run_extract_dp(store, dist, resolve, *, device: str, batch_tokens: int | No
 
 
 def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str, batch_tokens: int | None, out,
-           dist=None, work: Path | None = None, device_map: str | None = None, fuse: str = "off") -> None:
+           dist=None, work: Path | None = None, device_map: str | None = None, fuse: str = "off",
+           keep: dict | None = None) -> None:
     """Load the model and run extract_to_h5. With world > 1 every rank calls this (rank 0 with
     the store's BuildContext, the others with ctx=None and the key's work dir); `device` is then
     the --device option, mapped to this rank's GPU here."""
@@ -196,7 +204,7 @@ def _build(ctx, store, model_art, ds_art, params: dict[str, Any], *, device: str
         ctx.work if ctx is not None else work, fmt=fmt, model_key=model_art.key, dtype=params["dtype"],
         layer_wise=params["layer_wise"], store_dtype=params["store_dtype"],
         batch_tokens=batch_tokens, device=getattr(lm, "device", None) or dev, out=out,
-        dist=dist, fuse=fuse)
+        dist=dist, fuse=fuse, keep=keep)
     if ctx is not None:
         ctx.meta.update(meta)
         _record_arch(ctx, lm.model)

@@ -4,8 +4,9 @@ Owns `weight_files(folder)` (which safetensors files from_pretrained would read,
 `eligible(...)`, `read_safetensors(files, device) -> {name: tensor}` and `Loading(folder, device).model(dtype)`.
 
 transformers' from_pretrained moves safetensors weights with 4 threads that slice memory-mapped
-tensors and copy pageable memory to the device (13.8 GB of a Llama-2-7B-shaped fp16 folder in
-10.9 s on the H200 host, 1.3 GB/s). Here every tensor is allocated on the device once and its
+tensors and copy pageable memory to the device (13.76 GB of a Llama-2-7B-shaped fp16 folder in
+2.52 s on the H200 host once its modules are imported, 5.5 GB/s; here 0.85 s, benchmarks/weights.py).
+Here every tensor is allocated on the device once and its
 bytes are read with `preadv` by up to 8 threads in ≤ 32 MiB pieces; on a GPU each thread reads into
 two page-locked staging buffers in turn and copies them to the device on its own stream (the read
 of one piece overlaps the copy of the previous); on the CPU the bytes are read straight into the

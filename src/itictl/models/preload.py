@@ -1,14 +1,16 @@
 """Loading a local model folder while its identity is hashed (issue 14: cold-store eval time).
 
 A folder model's identity is a digest of every file (models/identity.py; files from 1 GiB on get
-the block digest of store/digests.py, hashed on every core), computed once per store and then cached
+the block digest of store/digests.py, hashed on many cores), computed once per store and then cached
 by path, size, mtime and inode. On a cold store that hash takes a while (a 13.8 GB Llama-2-7B
-folder: 1.5 s measured on the 16-core H200 host from the page cache; the disk's read time when cold) and everything after
-it needs the model key. What does not need the key is importing
-torch and transformers (~10 s cold on the GPU host) and loading the weights onto the device, so
-`overlapping(...)` runs those in a background thread while the caller hashes, and `adopt(...)`
-hands the loaded model to load_model's memo once the `model` artifact exists, so the extraction
-and the eval find it there instead of loading again.
+folder: 1.3-2.3 s on the 16-core H200 host from the page cache; the disk's read time when cold) and
+everything after it needs the model key. What does not need the key is importing torch and
+transformers and moving the weights onto the device, so `start(...)` runs those in a background
+thread (torch first, then the weights' reads of models/fast_load.py beside transformers' import,
+which takes models/tf_imports.LOCK) while the caller hashes, leaving it cores
+(store.digests.leaving_cores: evaluate/runner.py), and `adopt(...)` hands the loaded model to
+load_model's memo once the `model` artifact exists, so the extraction and the eval find it there
+instead of loading again. When adopt refuses a load, `why` says why (the eval's timings record it).
 
 Safety: the files' (size, mtime, inode) are read before the background load starts and again after
 the hash; the loaded model is adopted only if every one is unchanged (the same trust the digest cache
@@ -20,7 +22,6 @@ instant and the model may not be needed at all), for non-folder models, device m
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -49,23 +50,11 @@ class Preload:
         self.lm: Any = None
         self.error: BaseException | None = None
         self.why: str | None = None  # why adopt() refused the load
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, Any] = {}  # seconds; the loader's warm_error / warm_skipped are text
         self.thread = threading.Thread(target=self._run, name="itictl-preload", daemon=True)
-        from itictl.store import digests
-
-        digests.RESERVED = max(2, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity")
-                               else (os.cpu_count() or 2) // 2)  # the hash beside this thread leaves it cores
         self.thread.start()
 
     def _run(self) -> None:
-        try:
-            self._load()
-        finally:
-            from itictl.store import digests
-
-            digests.RESERVED = 0
-
-    def _load(self) -> None:
         try:
             t = time.perf_counter()
             import torch  # noqa: F401 (transformers is imported by from_pretrained, while the weights are read)

@@ -81,8 +81,9 @@ def for_each_chunk(ds, consume, threads: int | None = None) -> None:
     if blocks is None:
         read_chunks(ds, consume, threads)
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = threads or min(8, cores)
+    from itictl.config import cores
+
+    n = threads or min(8, cores())
     if n <= 1:
         for region, block in blocks:
             consume(region, block)

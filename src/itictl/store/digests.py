@@ -18,11 +18,11 @@ hashlib releases the GIL on large buffers, so threads hash concurrently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from itictl.store.atomic import write_text_atomic
 from itictl.store.keys import sha256_file as _sha256
@@ -34,21 +34,32 @@ BLOCKS_PREFIX = "sha256-blocks64m:"
 
 
 def _cores() -> int:
-    """Cores the hashing threads may use: all of this process's, less `RESERVED` (at least 1)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, n - RESERVED)
+    """Cores the hashing threads may use: this process's, less those `leaving_cores` reserves (≥ 1)."""
+    from itictl.config import cores
+
+    return max(1, cores() - _RESERVED)
 
 
-# cores left to other work of this process while it hashes: models/preload.py reserves half of them
-# for the thread that imports torch and transformers and reads the weights beside the hash (on the
-# 16-core H200 host, 16 hashing threads slowed that import from ~2 s to ~3.5-4 s, and the import, not
-# the hash, is the critical path)
-RESERVED = 0
+_RESERVED = 0
+
+
+@contextlib.contextmanager
+def leaving_cores(n: int) -> Iterator[None]:
+    """Within the block, hashes leave `n` cores to other work of this process. The eval hashes a cold
+    model folder while a thread imports torch and transformers and reads the weights (models/preload.py),
+    and that thread, not the hash, is the critical path: on the 16-core H200 host its torch import
+    took 3.4-4.3 s beside 14-16 hashing threads and 1.7 s beside 8 (docs/benchmarks.md)."""
+    global _RESERVED
+    before, _RESERVED = _RESERVED, max(0, int(n))
+    try:
+        yield
+    finally:
+        _RESERVED = before
 
 
 def block_digest(path: Path, threads: int | None = None, block: int | None = None) -> str:
     """`sha256-blocks64m:HEX` of `path` (see the module docstring); blocks hashed on `threads` threads
-    (default: every core less RESERVED), each from a zero-copy slice of one read-only mapping (reads
+    (default: every core less those `leaving_cores` reserves), each from a zero-copy slice of one read-only mapping (reads
     into per-thread buffers instead measured 3.2 s against 1.3-1.6 s for the 13.76 GB folder on the
     GPU host: the extra copy competes with everything else for memory bandwidth)."""
     import mmap

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from itictl.errors import CorruptObjectError, NotFoundError
+from itictl.store import later
 from itictl.store.keys import is_key
 from itictl.store.locks import flock, try_flock
 from itictl.store.refs import list_refs
@@ -55,7 +56,7 @@ def gc(store: "Store", roots: Iterable[str] = (), *, dry_run: bool = False, work
     """Mark from refs + `roots`, sweep the other objects and the tmp/ entries the rules above allow.
     Returns {removed, kept, freed_bytes, tmp_removed, work_kept, dry_run}."""
     store.ensure()
-    wait_removals()
+    later.wait()  # this process's remove_later threads: their trash is never in the report
     with flock(store.lease_path, exclusive=True):
         keep = reachable(store, roots)
         doomed = [k for k in store.iter_keys() if k not in keep]
@@ -118,11 +119,9 @@ def rm(store: "Store", key: str) -> None:
 
 
 def remove_later(store: "Store", d: Path) -> None:
-    """Rename a folder into tmp/trash.* now and delete it in a background thread (the process
-    waits for it at exit; a process killed before leaves the trash.* to gc). For leftovers such as
+    """Rename a folder into tmp/trash.* now and delete it in a background thread (store/later.py: the
+    process waits for it at exit; a process killed before leaves the trash.* to gc). For leftovers such as
     a finished step's work folder (1.5 GB of chunk files after a 7B extraction: ~0.6 s of unlinks)."""
-    import threading
-
     if not d.exists():
         return
     trash = store.tmp / f"trash.{uuid.uuid4().hex[:8]}"
@@ -131,19 +130,7 @@ def remove_later(store: "Store", d: Path) -> None:
     except OSError:
         shutil.rmtree(d, ignore_errors=True)
         return
-    t = threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
-                         name="itictl-remove", daemon=False)
-    _REMOVING.append(t)
-    t.start()
-
-
-_REMOVING: list = []  # remove_later's threads (gc waits for them: its report never lists their trash)
-
-
-def wait_removals() -> None:
-    """Wait until every remove_later of this process finished."""
-    while _REMOVING:
-        _REMOVING.pop().join()
+    later.later(shutil.rmtree, trash, True, name="itictl-remove")  # True: ignore_errors
 
 
 def remove_tree(store: "Store", d: Path) -> None:
